@@ -1,0 +1,92 @@
+//! Shared helpers: opening logs on either storage and walking what a log serves.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use herald_log::{BatchHeader, FaultStorage, Log, LogConfig, LogError, Storage, SyncPolicy};
+
+/// A config with tiny segments and indexes, so tests cross every boundary quickly.
+pub(crate) fn small_config(sync: SyncPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        segment_ms: None,
+        retention_bytes: None,
+        retention_ms: None,
+        batch_bytes_max: 64 * 1024,
+        index_interval_bytes: 256,
+        sync,
+        checkpoint_interval_bytes: 2048,
+    }
+}
+
+/// Opens the log `/data/topic-0` on `storage`; `/data` is made to exist durably first,
+/// as a broker's data directory would.
+pub(crate) fn open_fault(storage: &FaultStorage, config: LogConfig) -> Result<Log, LogError> {
+    let data = Path::new("/data");
+    if storage.list_dir(data).is_err() && !storage.has_crashed() {
+        storage.create_dir_all(data).expect("create /data");
+        storage.sync_dir(Path::new("/")).expect("sync /");
+    }
+    let storage: Arc<dyn Storage> = Arc::new(storage.clone());
+    Log::open(storage, data.join("topic-0"), config)
+}
+
+/// Compares batch lists without dumping megabytes: reports the first difference.
+#[track_caller]
+pub(crate) fn assert_batches_eq(actual: &[(u64, Vec<u8>)], expected: &[(u64, Vec<u8>)]) {
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(a == e, "batch #{i} differs: got offset {} ({} bytes), expected offset {} ({} bytes)", a.0, a.1.len(), e.0, e.1.len());
+    }
+    assert_eq!(actual.len(), expected.len(), "batch counts differ");
+}
+
+/// Every batch the log serves from its start to its high watermark, as
+/// `(base_offset, bytes)`, read with a small `max_bytes` so reads cross segments and
+/// return one batch at a time.
+pub(crate) fn read_all(log: &Log) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    let end = log.high_watermark();
+    while offset < end {
+        let read = log.read(offset, 1)?;
+        assert!(!read.bytes.is_empty(), "read at {offset} below the high watermark {end} returned nothing");
+        for (base, batch) in split_batches(&read.bytes) {
+            let header = BatchHeader::parse(&batch, batch.len() as u64).expect("served batch frames");
+            assert!(header.crc_matches(&batch), "served a CRC-invalid batch at {base}");
+            offset = header.next_offset();
+            out.push((base, batch));
+        }
+    }
+    Ok(out)
+}
+
+/// Splits back-to-back batches.
+pub(crate) fn split_batches(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let header = BatchHeader::parse(&bytes[pos..], (bytes.len() - pos) as u64).expect("frames");
+        out.push((header.base_offset, bytes[pos..pos + header.size as usize].to_vec()));
+        pos += header.size as usize;
+    }
+    out
+}
+
+/// `batch` with its base offset set to `offset`, as the log stores it.
+pub(crate) fn placed(batch: &[u8], offset: u64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[..8].copy_from_slice(&offset.to_be_bytes());
+    b
+}
+
+/// A seed from `var` if set, otherwise `default`; printed so a failure can be replayed.
+pub(crate) fn seed_from_env(var: &str, default: u64) -> u64 {
+    let seed = std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    eprintln!("{var}={seed}");
+    seed
+}
+
+/// A count from `var` if set, otherwise `default`.
+pub(crate) fn count_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
