@@ -254,6 +254,12 @@ impl Log {
     /// Makes `offset` the new log start offset (Kafka's DeleteRecords) and deletes the
     /// segments wholly below it. Returns the log start offset afterwards.
     pub fn delete_records_before(&self, offset: u64) -> Result<u64, LogError> {
+        // The new log start is made durable only over durable data: otherwise a power
+        // loss could leave a log start beyond the recovered end.
+        let _sync = self.lock_sync();
+        if offset > self.read_state().durable_end {
+            self.sync_locked()?;
+        }
         let mut st = self.write_state();
         self.check_writable(&st)?;
         let high_watermark = self.high_watermark_of(&st);
@@ -494,20 +500,22 @@ impl Log {
     fn truncate_locked(&self, st: &mut State, offset: u64) -> Result<u64, LogError> {
         let (&base, segment) = st.segments.range(..=offset).next_back().expect("offset is above the log start");
         let (position, new_end) = self.find_batch(segment, offset)?;
-        // The recovery point must not trust bytes about to be rewritten.
-        if st.checkpoint.recovery_segment > base
-            || (st.checkpoint.recovery_segment == base && st.checkpoint.recovery_position > position)
-        {
-            let checkpoint = Checkpoint {
-                recovery_segment: base,
-                recovery_offset: new_end,
-                recovery_position: position,
-                clean_shutdown: false,
-                ..st.checkpoint
-            };
+        // The recovery point must not trust bytes about to be rewritten, and a log start
+        // inside the removed batch moves back to where the log now ends.
+        let log_start_offset = st.log_start_offset.min(new_end);
+        let recovery_beyond = st.checkpoint.recovery_segment > base
+            || (st.checkpoint.recovery_segment == base && st.checkpoint.recovery_position > position);
+        if recovery_beyond || log_start_offset != st.checkpoint.log_start_offset {
+            let mut checkpoint = Checkpoint { log_start_offset, clean_shutdown: false, ..st.checkpoint };
+            if recovery_beyond {
+                checkpoint.recovery_segment = base;
+                checkpoint.recovery_offset = new_end;
+                checkpoint.recovery_position = position;
+            }
             checkpoint.write(&*self.storage, &self.dir)?;
             st.checkpoint = checkpoint;
         }
+        st.log_start_offset = log_start_offset;
         st.truncations += 1;
         let later: Vec<u64> = st.segments.range(base + 1..).map(|(b, _)| *b).collect();
         for later_base in later.into_iter().rev() {

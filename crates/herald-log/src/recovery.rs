@@ -109,6 +109,11 @@ impl Log {
         }
         let first_base = *segments.keys().next().expect("at least one segment");
         log_start_offset = log_start_offset.max(first_base);
+        let log_end = segments.values().next_back().map_or(first_base, |s| s.next_offset);
+        if log_start_offset > log_end {
+            tracing::warn!(dir = %dir.display(), log_start_offset, log_end, "log start beyond the recovered end; lowering it");
+            log_start_offset = log_end;
+        }
         // What a killed process left in the page cache is made durable before it is served.
         for segment in segments.values_mut() {
             if !clean && segment.base_offset >= recovery.0 {

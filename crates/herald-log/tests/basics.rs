@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use herald_log::testing::{batch_bytes, batch_with_values};
 use herald_log::{
-    BatchError, CrashMode, FaultStorage, FsStorage, Log, LogConfig, LogError, SyncPolicy,
+    BatchError, CrashMode, FsStorage, Log, LogConfig, LogError, SyncPolicy,
 };
 
-use crate::common::{assert_batches_eq, open_fault, placed, read_all, small_config, split_batches};
+use crate::common::{fault_storage, assert_batches_eq, open_fault, placed, read_all, small_config, split_batches};
 
 fn open_fs(dir: &std::path::Path, config: LogConfig) -> Log {
     Log::open(Arc::new(FsStorage), dir.join("orders-0"), config).expect("open")
@@ -207,7 +207,7 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
 
 #[test]
 fn interval_policy_says_when_a_sync_is_due() {
-    let storage = FaultStorage::new(1);
+    let storage = fault_storage(1);
     let config = small_config(SyncPolicy::Interval { interval_ms: 100, bytes: 1_000 });
     let log = open_fault(&storage, config).expect("open");
     assert!(!log.sync_due(0));
@@ -224,7 +224,7 @@ fn interval_policy_says_when_a_sync_is_due() {
 
 #[test]
 fn concurrent_always_appends_are_all_durable_when_acknowledged() {
-    let storage = FaultStorage::new(7);
+    let storage = fault_storage(7);
     let log = Arc::new(open_fault(&storage, small_config(SyncPolicy::Always)).expect("open"));
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -250,7 +250,7 @@ fn concurrent_always_appends_are_all_durable_when_acknowledged() {
 
 #[test]
 fn corruption_in_a_sealed_segment_is_reported_on_read_and_nothing_is_cut() {
-    let storage = FaultStorage::new(3);
+    let storage = fault_storage(3);
     let log = open_fault(&storage, small_config(SyncPolicy::Always)).expect("open");
     let mut expected = Vec::new();
     for i in 0..30 {

@@ -19,16 +19,18 @@ pub(crate) fn small_config(sync: SyncPolicy) -> LogConfig {
     }
 }
 
-/// Opens the log `/data/topic-0` on `storage`; `/data` is made to exist durably first,
-/// as a broker's data directory would.
+/// A fault storage whose `/data` exists durably, as a broker's data directory would.
+pub(crate) fn fault_storage(seed: u64) -> FaultStorage {
+    let storage = FaultStorage::new(seed);
+    storage.create_dir_all(Path::new("/data")).expect("create /data");
+    storage.sync_dir(Path::new("/")).expect("sync /");
+    storage
+}
+
+/// Opens the log `/data/topic-0` on `storage`.
 pub(crate) fn open_fault(storage: &FaultStorage, config: LogConfig) -> Result<Log, LogError> {
-    let data = Path::new("/data");
-    if storage.list_dir(data).is_err() && !storage.has_crashed() {
-        storage.create_dir_all(data).expect("create /data");
-        storage.sync_dir(Path::new("/")).expect("sync /");
-    }
     let storage: Arc<dyn Storage> = Arc::new(storage.clone());
-    Log::open(storage, data.join("topic-0"), config)
+    Log::open(storage, Path::new("/data/topic-0"), config)
 }
 
 /// Compares batch lists without dumping megabytes: reports the first difference.
