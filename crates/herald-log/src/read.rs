@@ -51,7 +51,7 @@ impl Log {
             let (pos, next_offset) = segment.seek_hint(from);
             let mut found = None;
             let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, |at, h| {
-                if h.max_timestamp >= timestamp {
+                if h.max_timestamp >= timestamp && h.last_offset() >= st.log_start_offset {
                     found = Some((at, *h));
                 }
                 found.is_none()
