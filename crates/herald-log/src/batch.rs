@@ -122,7 +122,8 @@ pub fn validate_batches(bytes: &[u8], batch_bytes_max: u32) -> Result<Vec<BatchH
     let mut pos = 0usize;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
-        let header = BatchHeader::parse(rest, rest.len() as u64).map_err(|reason| InvalidBatch { position: pos as u64, reason })?;
+        let header = BatchHeader::parse(rest, rest.len() as u64)
+            .map_err(|reason| InvalidBatch { position: pos as u64, reason })?;
         if header.size > batch_bytes_max {
             let reason = BatchError::TooLarge { size: header.size, max: batch_bytes_max };
             return Err(InvalidBatch { position: pos as u64, reason });

@@ -264,11 +264,7 @@ impl Log {
         self.check_writable(&st)?;
         let high_watermark = self.high_watermark_of(&st);
         if offset > high_watermark {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: st.log_start_offset,
-                high_watermark,
-            });
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: st.log_start_offset, high_watermark });
         }
         if offset > st.log_start_offset {
             st.log_start_offset = offset;
@@ -289,7 +285,8 @@ impl Log {
         };
         let retention_ms = self.config.retention_ms;
         let expired = |seg: &Segment| {
-            retention_ms.is_some_and(|ms| seg.max_timestamp != i64::MIN && now_ms.saturating_sub(seg.max_timestamp) > ms as i64)
+            retention_ms
+                .is_some_and(|ms| seg.max_timestamp != i64::MIN && now_ms.saturating_sub(seg.max_timestamp) > ms as i64)
         };
         let outcome = self.delete_segments_locked(&mut st, |st, seg| {
             let over_size = excess >= seg.size && excess > 0;

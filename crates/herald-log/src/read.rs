@@ -45,9 +45,10 @@ impl Log {
                 continue;
             }
             let limit = visible_bytes(segment, high_watermark);
-            let from = segment.time_index.below(timestamp).map_or(segment.base_offset, |e| {
-                segment.base_offset + u64::from(e.relative_offset)
-            });
+            let from = segment
+                .time_index
+                .below(timestamp)
+                .map_or(segment.base_offset, |e| segment.base_offset + u64::from(e.relative_offset));
             let (pos, next_offset) = segment.seek_hint(from);
             let mut found = None;
             let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, |at, h| {
@@ -87,7 +88,9 @@ impl Log {
         .map_err(|e| LogError::io("read", &segment.path, e))?;
         match (found, stop.error) {
             (Some(hit), _) => Ok(hit),
-            (None, Some(reason)) => Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason }),
+            (None, Some(reason)) => {
+                Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason })
+            }
             (None, None) => Err(LogError::Inconsistent {
                 dir: segment.path.clone(),
                 detail: format!("offset {offset} not found before byte {limit}"),

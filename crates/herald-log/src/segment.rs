@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::error::BatchError;
 use crate::error::LogError;
 use crate::index::{OffsetEntry, SparseIndex, TimeEntry};
-use crate::error::BatchError;
 use crate::scan::{RECOVERY_CHUNK_BYTES, ScanStop, scan};
 use crate::storage::{Storage, StorageFile};
 
@@ -130,7 +130,12 @@ impl Segment {
     /// checkpoint was written); from `verify_from` on, each batch's CRC is checked. Returns
     /// where the walk stopped; the caller decides whether a stop before the end of the file
     /// is a torn tail to cut or corruption to report.
-    pub(crate) fn recover(&mut self, trusted_end: u64, verify_from: u64, index_interval: u32) -> Result<ScanStop, LogError> {
+    pub(crate) fn recover(
+        &mut self,
+        trusted_end: u64,
+        verify_from: u64,
+        index_interval: u32,
+    ) -> Result<ScanStop, LogError> {
         let file_len = self.file.len().map_err(|e| LogError::io("stat", &self.path, e))?;
         let (start_pos, start_offset) = self.trusted_index_prefix(trusted_end.min(file_len))?;
         let io_err = |e| LogError::io("read", &self.path, e);
@@ -141,13 +146,13 @@ impl Segment {
             visited.push((pos, *h));
             true
         })
-            .map_err(io_err)?;
+        .map_err(io_err)?;
         if stop.error.is_some() || stop.position < file_len {
             stop = scan(&*self.file, stop.position, file_len, stop.next_offset, true, chunk, |pos, h| {
                 visited.push((pos, *h));
                 true
             })
-                .map_err(io_err)?;
+            .map_err(io_err)?;
         }
         self.size = start_pos;
         self.next_offset = start_offset;

@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use herald_log::testing::{batch_bytes, batch_with_values};
-use herald_log::{
-    BatchError, CrashMode, FsStorage, Log, LogConfig, LogError, SyncPolicy,
-};
+use herald_log::{BatchError, CrashMode, FsStorage, Log, LogConfig, LogError, SyncPolicy};
 
-use crate::common::{fault_storage, assert_batches_eq, open_fault, placed, read_all, small_config, split_batches};
+use crate::common::{assert_batches_eq, fault_storage, open_fault, placed, read_all, small_config, split_batches};
 
 fn open_fs(dir: &std::path::Path, config: LogConfig) -> Log {
     Log::open(Arc::new(FsStorage), dir.join("orders-0"), config).expect("open")
@@ -258,7 +256,8 @@ fn corruption_in_a_sealed_segment_is_reported_on_read_and_nothing_is_cut() {
         let info = log.append(&mut batch.clone(), 0).expect("append");
         expected.push((info.base_offset, placed(&batch, info.base_offset)));
     }
-    let first_segment = storage.files().into_iter().find(|p| p.extension().is_some_and(|e| e == "log")).expect("segment");
+    let first_segment =
+        storage.files().into_iter().find(|p| p.extension().is_some_and(|e| e == "log")).expect("segment");
     // Flip a payload byte of the third batch, inside the sealed first segment.
     let third = expected[0].1.len() + expected[1].1.len();
     storage.corrupt(&first_segment, (third + 70) as u64, 0x40);

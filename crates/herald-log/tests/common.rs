@@ -37,7 +37,14 @@ pub(crate) fn open_fault(storage: &FaultStorage, config: LogConfig) -> Result<Lo
 #[track_caller]
 pub(crate) fn assert_batches_eq(actual: &[(u64, Vec<u8>)], expected: &[(u64, Vec<u8>)]) {
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(a == e, "batch #{i} differs: got offset {} ({} bytes), expected offset {} ({} bytes)", a.0, a.1.len(), e.0, e.1.len());
+        assert!(
+            a == e,
+            "batch #{i} differs: got offset {} ({} bytes), expected offset {} ({} bytes)",
+            a.0,
+            a.1.len(),
+            e.0,
+            e.1.len()
+        );
     }
     assert_eq!(actual.len(), expected.len(), "batch counts differ");
 }
@@ -46,11 +53,16 @@ pub(crate) fn assert_batches_eq(actual: &[(u64, Vec<u8>)], expected: &[(u64, Vec
 /// `(base_offset, bytes)`, read with a small `max_bytes` so reads cross segments and
 /// return one batch at a time.
 pub(crate) fn read_all(log: &Log) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    read_all_with(log, 1)
+}
+
+/// Like [`read_all`], with reads of up to `max_bytes`.
+pub(crate) fn read_all_with(log: &Log, max_bytes: u32) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     let end = log.high_watermark();
     while offset < end {
-        let read = log.read(offset, 1)?;
+        let read = log.read(offset, max_bytes)?;
         assert!(!read.bytes.is_empty(), "read at {offset} below the high watermark {end} returned nothing");
         for (base, batch) in split_batches(&read.bytes) {
             let header = BatchHeader::parse(&batch, batch.len() as u64).expect("served batch frames");

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use herald_log::testing::batch_with_values;
 use herald_log::{CrashMode, FaultStorage, Log, LogConfig, SyncPolicy};
 
-use crate::common::{fault_storage, count_from_env, open_fault, placed, small_config};
+use crate::common::{count_from_env, fault_storage, open_fault, placed, small_config};
 
 #[test]
 fn always_acknowledged_batches_survive_power_loss_at_every_seeded_point() {
@@ -60,8 +60,17 @@ fn run_seeds(policy: SyncPolicy, seeds: std::ops::Range<u64>) {
             Err(e) => failures.push(format!("seed {seed}: {e}")),
         }
     }
-    eprintln!("{policy:?}: {count} seeds, {} distinct crash operations, {} failures", crash_points.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {count} seeds failed (replay one with run_one):\n{}", failures.len(), failures[..failures.len().min(10)].join("\n"));
+    eprintln!(
+        "{policy:?}: {count} seeds, {} distinct crash operations, {} failures",
+        crash_points.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed (replay one with run_one):\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -123,7 +132,8 @@ fn run_one(seed: u64, policy: SyncPolicy) -> Result<Outcome, String> {
     let log = open_fault(&storage, config).map_err(|e| format!("second reopen: {e}"))?;
     let reopened = serve_all(&log)?;
     if reopened != expected {
-        let summary = |v: &[(u64, Vec<u8>)]| v.iter().map(|(o, b)| format!("{o}:{}", b.len())).collect::<Vec<_>>().join(",");
+        let summary =
+            |v: &[(u64, Vec<u8>)]| v.iter().map(|(o, b)| format!("{o}:{}", b.len())).collect::<Vec<_>>().join(",");
         return Err(format!(
             "a clean reopen after recovery changed the log: start {} expected [{}] got [{}]",
             log.log_start_offset(),
@@ -146,7 +156,8 @@ fn workload(log: &Log, storage: &FaultStorage, rng: &mut Rng, model: &mut Model)
         } else if dice < 91 {
             log.enforce_retention(0).map(|_| ())
         } else if dice < 95 {
-            let target = log.log_start_offset() + rng.below(log.high_watermark().saturating_sub(log.log_start_offset()) + 1);
+            let target =
+                log.log_start_offset() + rng.below(log.high_watermark().saturating_sub(log.log_start_offset()) + 1);
             model.log_start_ceiling = model.log_start_ceiling.max(target);
             log.delete_records_before(target).map(|_| ())
         } else {

@@ -34,7 +34,10 @@ fn after_an_fsync_error_no_append_succeeds_until_reopen() {
             let batch = batch_bytes(1, 60, 100 + i);
             match log.append(&mut batch.clone(), 0) {
                 Ok(info) if failed_at.is_none() => acked.push((info.base_offset, placed(&batch, info.base_offset))),
-                Ok(info) => panic!("append #{i} returned Ok (offset {}) after the fsync error at #{failed_at:?}", info.base_offset),
+                Ok(info) => panic!(
+                    "append #{i} returned Ok (offset {}) after the fsync error at #{failed_at:?}",
+                    info.base_offset
+                ),
                 Err(e) => {
                     if failed_at.is_some() {
                         assert!(matches!(e, LogError::Failed { .. }), "later errors say the log failed: {e}");
@@ -59,7 +62,8 @@ fn after_an_fsync_error_no_append_succeeds_until_reopen() {
 #[test]
 fn after_a_write_error_the_log_refuses_writes() {
     let storage = fault_storage(11);
-    let log = open_fault(&storage, small_config(SyncPolicy::Interval { interval_ms: 10, bytes: 1 << 20 })).expect("open");
+    let log =
+        open_fault(&storage, small_config(SyncPolicy::Interval { interval_ms: 10, bytes: 1 << 20 })).expect("open");
     let mut acked = Vec::new();
     append_ok(&log, &mut acked, 0);
     storage.fail_nth_write(1);

@@ -14,20 +14,37 @@ use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner
 use herald_log::testing::batch_with_values;
 use herald_log::{BatchHeader, CrashMode, FaultStorage, Log, LogConfig, LogError, SyncPolicy};
 
-use crate::common::{assert_batches_eq, count_from_env, fault_storage, open_fault, placed, read_all, small_config, split_batches};
+use crate::common::{
+    assert_batches_eq, count_from_env, fault_storage, open_fault, placed, read_all, small_config, split_batches,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
     /// One request of batches: (record count, value bytes, first timestamp) each.
     Append(Vec<(u8, u16, i64)>),
-    Read { pick: u64, max_bytes: u32 },
+    Read {
+        pick: u64,
+        max_bytes: u32,
+    },
     Roll,
-    Retention { now_ms: i64 },
-    Truncate { pick: u64 },
-    DeleteRecords { pick: u64 },
-    OffsetForTimestamp { timestamp: i64 },
-    Reopen { clean: bool },
-    PowerLoss { tear: bool },
+    Retention {
+        now_ms: i64,
+    },
+    Truncate {
+        pick: u64,
+    },
+    DeleteRecords {
+        pick: u64,
+    },
+    OffsetForTimestamp {
+        timestamp: i64,
+    },
+    Reopen {
+        clean: bool,
+    },
+    PowerLoss {
+        tear: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,19 +93,16 @@ fn config() -> LogConfig {
 
 #[test]
 fn the_log_behaves_like_its_model() {
-    let seed = std::env::var("HERALD_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    let seed = std::env::var("HERALD_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
     eprintln!("HERALD_PROPTEST_SEED={seed}");
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let cases = count_from_env("HERALD_PROPTEST_CASES", 200) as u32;
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
-    let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
-        run(&ops).map_err(|e| TestCaseError::fail(e))
-    });
+    let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| run(&ops).map_err(TestCaseError::fail));
     if let Err(err) = result {
         match err {
             TestError::Fail(reason, ops) => {
@@ -135,7 +149,8 @@ fn step(storage: &FaultStorage, model: &mut Model, op: &Op, slot: &mut Option<Lo
             let mut request = Vec::new();
             let mut offset = model.end();
             for (n, (records, value_bytes, ts)) in batches.iter().enumerate() {
-                let values: Vec<Vec<u8>> = (0..*records).map(|r| vec![n as u8 ^ r; usize::from(*value_bytes)]).collect();
+                let values: Vec<Vec<u8>> =
+                    (0..*records).map(|r| vec![n as u8 ^ r; usize::from(*value_bytes)]).collect();
                 let batch = batch_with_values(&values, *ts);
                 model.batches.push((offset, placed(&batch, offset)));
                 offset += u64::from(*records);
@@ -156,7 +171,10 @@ fn step(storage: &FaultStorage, model: &mut Model, op: &Op, slot: &mut Option<Lo
                 Some(first) => {
                     let want = &model.batches[first..(first + got.len()).min(model.batches.len())];
                     if got.is_empty() || got != want {
-                        return Err(format!("read at {offset} returned {} batches that are not the model's run", got.len()));
+                        return Err(format!(
+                            "read at {offset} returned {} batches that are not the model's run",
+                            got.len()
+                        ));
                     }
                     if got.len() > 1 && read.bytes.len() > *max_bytes as usize {
                         return Err(format!("read returned {} bytes over max {max_bytes}", read.bytes.len()));
@@ -224,5 +242,6 @@ fn compare(log: &Log, model: &Model) -> Result<(), String> {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_all(log)))
         .map_err(|_| "read_all panicked".to_string())?
         .map_err(|e| e.to_string())?;
-    std::panic::catch_unwind(|| assert_batches_eq(&served, &model.batches)).map_err(|_| "served batches differ from the model".to_string())
+    std::panic::catch_unwind(|| assert_batches_eq(&served, &model.batches))
+        .map_err(|_| "served batches differ from the model".to_string())
 }

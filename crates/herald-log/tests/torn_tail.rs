@@ -30,7 +30,8 @@ fn pristine(dir: &Path) -> Pristine {
     let log = Log::open(Arc::new(FsStorage), dir, config()).expect("open");
     let mut batches = Vec::new();
     for i in 0..12u32 {
-        let values: Vec<Vec<u8>> = (0..1 + i % 3).map(|r| format!("b{i} r{r} {}", "v".repeat(40 + 37 * i as usize)).into_bytes()).collect();
+        let values: Vec<Vec<u8>> =
+            (0..1 + i % 3).map(|r| format!("b{i} r{r} {}", "v".repeat(40 + 37 * i as usize)).into_bytes()).collect();
         let batch = batch_with_values(&values, i64::from(i));
         let info = log.append(&mut batch.clone(), 0).expect("append");
         batches.push((info.base_offset, placed(&batch, info.base_offset)));
@@ -85,7 +86,8 @@ fn cutting_the_active_segment_at_every_byte_of_its_last_three_batches() {
         let kept: usize = expected.iter().map(|(_, b)| b.len()).sum();
         let len = std::fs::metadata(&p.segment).expect("stat").len();
         assert_eq!(len, kept as u64, "cut at {cut}: the torn tail must be cut off the file");
-        let next = expected.last().map_or(0, |(_, b)| BatchHeader::parse(b, b.len() as u64).expect("frames").next_offset());
+        let next =
+            expected.last().map_or(0, |(_, b)| BatchHeader::parse(b, b.len() as u64).expect("frames").next_offset());
         assert_eq!(log.log_end_offset(), next, "cut at {cut}");
     }
 }

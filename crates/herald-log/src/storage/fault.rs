@@ -156,11 +156,8 @@ impl FaultStorage {
         }
         let durable_dirs = s.durable_dirs.clone();
         let created = s.live_dirs.union(&s.durable_dirs).cloned().collect::<BTreeSet<_>>();
-        let survives = |path: &Path| {
-            path.ancestors()
-                .skip(1)
-                .all(|dir| !created.contains(dir) || durable_dirs.contains(dir))
-        };
+        let survives =
+            |path: &Path| path.ancestors().skip(1).all(|dir| !created.contains(dir) || durable_dirs.contains(dir));
         s.durable_files.retain(|path, _| survives(path));
         s.durable_dirs = durable_dirs.iter().filter(|d| survives(d)).cloned().collect();
         s.live_files = s.durable_files.clone();

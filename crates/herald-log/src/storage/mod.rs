@@ -37,6 +37,7 @@ pub trait Storage: Send + Sync + Debug + 'static {
 }
 
 /// One open file: positional IO only, so there is no shared cursor to race on.
+#[expect(clippy::len_without_is_empty, reason = "a fallible length; emptiness is never asked")]
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
