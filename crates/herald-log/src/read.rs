@@ -3,7 +3,7 @@
 use crate::batch::{BATCH_HEADER_BYTES, BatchHeader};
 use crate::error::{BatchError, LogError};
 use crate::log::{Log, ReadBatches, State, TimestampOffset};
-use crate::scan::scan;
+use crate::scan::{ScanStop, scan};
 use crate::segment::Segment;
 
 /// Read size when walking from an index entry to the batch asked for: the walk spans at
@@ -49,15 +49,13 @@ impl Log {
                 .time_index
                 .below(timestamp)
                 .map_or(segment.base_offset, |e| segment.base_offset + u64::from(e.relative_offset));
-            let (pos, next_offset) = segment.seek_hint(from);
             let mut found = None;
-            let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, |at, h| {
+            let stop = scan_from_hint(segment, from, limit, |at, h| {
                 if h.max_timestamp >= timestamp && h.last_offset() >= st.log_start_offset {
                     found = Some((at, *h));
                 }
                 found.is_none()
-            })
-            .map_err(|e| LogError::io("read", &segment.path, e))?;
+            })?;
             let Some((position, header)) = found else {
                 if let Some(reason) = stop.error {
                     return Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason });
@@ -77,15 +75,13 @@ impl Log {
     }
 
     fn find_batch_within(&self, segment: &Segment, offset: u64, limit: u64) -> Result<(u64, u64), LogError> {
-        let (pos, next_offset) = segment.seek_hint(offset);
         let mut found = None;
-        let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, |at, h| {
+        let stop = scan_from_hint(segment, offset, limit, |at, h| {
             if h.last_offset() >= offset {
                 found = Some((at, h.base_offset));
             }
             found.is_none()
-        })
-        .map_err(|e| LogError::io("read", &segment.path, e))?;
+        })?;
         match (found, stop.error) {
             (Some(hit), _) => Ok(hit),
             (None, Some(reason)) => {
@@ -97,6 +93,27 @@ impl Log {
             }),
         }
     }
+}
+
+/// Walks batches (by header) from the index entry at or before `offset` up to `limit`.
+///
+/// Index files are a cache: recovery checks their last entry, not every entry. If the
+/// entry used here does not land on a batch, the walk starts over from the segment's
+/// start, so a damaged index costs time, never a wrong answer or a false corruption report.
+fn scan_from_hint(
+    segment: &Segment,
+    offset: u64,
+    limit: u64,
+    mut visit: impl FnMut(u64, &BatchHeader) -> bool,
+) -> Result<ScanStop, LogError> {
+    let io_err = |e| LogError::io("read", &segment.path, e);
+    let (pos, next_offset) = segment.seek_hint(offset);
+    let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, &mut visit).map_err(io_err)?;
+    if pos > 0 && stop.error.is_some() && stop.position == pos {
+        tracing::warn!(segment = %segment.path.display(), position = pos, "index entry misses its batch; scanning from the start");
+        return scan(&*segment.file, 0, limit, segment.base_offset, false, SEEK_CHUNK_BYTES, visit).map_err(io_err);
+    }
+    Ok(stop)
 }
 
 /// The segment whose batches hold `offset`, or the next one if `offset` falls in a gap.

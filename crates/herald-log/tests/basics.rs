@@ -274,3 +274,39 @@ fn corruption_in_a_sealed_segment_is_reported_on_read_and_nothing_is_cut() {
     drop(log);
     check(&open_fault(&storage, small_config(SyncPolicy::Always)).expect("reopen"));
 }
+
+#[test]
+fn missing_or_damaged_index_files_are_rebuilt_or_bypassed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("orders-0");
+    let log = open_fs(tmp.path(), small_config(SyncPolicy::Always));
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let batch = batch_bytes(2, 100, 1_000 * i);
+        let info = log.append(&mut batch.clone(), 0).expect("append");
+        expected.push((info.base_offset, placed(&batch, info.base_offset)));
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3);
+    log.close().expect("close");
+    // Sealed segment 0 loses both indexes; segment 1 gets a middle index entry that points
+    // at the wrong byte (its last entry, which recovery checks, stays right).
+    std::fs::remove_file(dir.join(format!("{:020}.index", bases[0]))).expect("rm");
+    std::fs::remove_file(dir.join(format!("{:020}.timeindex", bases[0]))).expect("rm");
+    let index = dir.join(format!("{:020}.index", bases[1]));
+    let mut bytes = std::fs::read(&index).expect("index");
+    assert!(bytes.len() >= 16, "segment 1 has at least two index entries");
+    let position = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    bytes[4..8].copy_from_slice(&(position + 3).to_be_bytes());
+    std::fs::write(&index, bytes).expect("write");
+
+    let log = open_fs(tmp.path(), small_config(SyncPolicy::Always));
+    assert_batches_eq(&read_all(&log).expect("read"), &expected);
+    assert!(std::fs::metadata(dir.join(format!("{:020}.index", bases[0]))).expect("rebuilt").len() > 0);
+    let hit = log.offset_for_timestamp(30_001).expect("lookup").expect("found");
+    assert_eq!(hit.offset, 61);
+    for (offset, batch) in &expected {
+        let read = log.read(*offset + 1, 1).expect("read");
+        assert_eq!(&split_batches(&read.bytes)[0].1, batch, "read at {}", offset + 1);
+    }
+}
