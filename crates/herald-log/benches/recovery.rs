@@ -13,7 +13,13 @@ use herald_log::testing::batch_bytes;
 use herald_log::{FsStorage, Log, LogConfig, SyncPolicy};
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 1 << 30, retention_ms: None, segment_ms: None, sync: SyncPolicy::Never, ..Default::default() }
+    LogConfig {
+        segment_bytes: 1 << 30,
+        retention_ms: None,
+        segment_ms: None,
+        sync: SyncPolicy::Never,
+        ..Default::default()
+    }
 }
 
 fn open(dir: &Path, sync: SyncPolicy) -> (Log, f64) {
@@ -51,7 +57,10 @@ fn main() {
             ms
         })
         .collect();
-    println!("recovery case=clean_shutdown log_gib={gib:.2} median_ms={:.1} runs_ms={clean:.1?}", median(clean.clone()));
+    println!(
+        "recovery case=clean_shutdown log_gib={gib:.2} median_ms={:.1} runs_ms={clean:.1?}",
+        median(clean.clone())
+    );
 
     let crash: Vec<f64> = (0..3)
         .map(|_| {
@@ -65,7 +74,10 @@ fn main() {
             ms
         })
         .collect();
-    println!("recovery case=crash_recent_checkpoint log_gib={gib:.2} median_ms={:.1} runs_ms={crash:.1?}", median(crash.clone()));
+    println!(
+        "recovery case=crash_recent_checkpoint log_gib={gib:.2} median_ms={:.1} runs_ms={crash:.1?}",
+        median(crash.clone())
+    );
 
     let full: Vec<f64> = (0..3)
         .map(|_| {
@@ -75,5 +87,8 @@ fn main() {
             ms
         })
         .collect();
-    println!("recovery case=crash_no_checkpoint log_gib={gib:.2} median_ms={:.1} runs_ms={full:.1?}", median(full.clone()));
+    println!(
+        "recovery case=crash_no_checkpoint log_gib={gib:.2} median_ms={:.1} runs_ms={full:.1?}",
+        median(full.clone())
+    );
 }

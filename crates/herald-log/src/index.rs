@@ -73,11 +73,13 @@ pub(crate) struct SparseIndex<E: Entry> {
     file: Arc<dyn StorageFile>,
     entries: Vec<E>,
     persisted: usize,
+    /// The file changed since its last fsync.
+    unsynced: bool,
 }
 
 impl<E: Entry> SparseIndex<E> {
     pub(crate) fn empty(file: Arc<dyn StorageFile>) -> Self {
-        Self { file, entries: Vec::new(), persisted: 0 }
+        Self { file, entries: Vec::new(), persisted: 0, unsynced: false }
     }
 
     /// Loads the well-formed prefix of the file. The caller decides how much of it to trust.
@@ -94,7 +96,7 @@ impl<E: Entry> SparseIndex<E> {
             entries.push(entry);
         }
         let persisted = entries.len();
-        Ok(Self { file, entries, persisted })
+        Ok(Self { file, entries, persisted, unsynced: false })
     }
 
     pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
@@ -120,8 +122,7 @@ impl<E: Entry> SparseIndex<E> {
     }
 
     /// Writes entries the file lacks, trimming entries the file has but memory dropped.
-    /// Returns whether the file changed (and so needs an fsync to be trusted).
-    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         let valid = self.persisted.min(self.entries.len());
         let valid_bytes = (valid * E::BYTES) as u64;
         let mut changed = false;
@@ -139,11 +140,17 @@ impl<E: Entry> SparseIndex<E> {
             self.persisted = self.entries.len();
             changed = true;
         }
-        Ok(changed)
+        self.unsynced |= changed;
+        Ok(())
     }
 
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Fsyncs the file if it changed since the last fsync.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 }
 

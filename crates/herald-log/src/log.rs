@@ -98,6 +98,18 @@ impl State {
     pub(crate) fn log_end(&self) -> u64 {
         self.active().next_offset
     }
+
+    /// The end of the durable prefix of the log: the synced end of the first segment that
+    /// is not wholly synced, as `(segment base, offset, byte position)`.
+    pub(crate) fn durable_point(&self) -> (u64, u64, u64) {
+        let segment = self.segments.values().find(|s| s.synced_size < s.size).unwrap_or_else(|| self.active());
+        (segment.base_offset, segment.synced_next_offset, segment.synced_size)
+    }
+
+    /// Recomputes `durable_end` after syncs, rolls or truncations.
+    pub(crate) fn refresh_durable_end(&mut self) {
+        self.durable_end = self.durable_point().1;
+    }
 }
 
 impl Log {
@@ -367,18 +379,23 @@ impl Log {
         too_big || offsets_full || too_old
     }
 
-    /// Seals the active segment (fsynced, indexes written) and starts a new one; the
-    /// checkpoint then points at the new segment, so recovery never rescans sealed ones.
+    /// Seals the active segment and starts a new one. Under [`SyncPolicy::Always`] the
+    /// sealed segment is fsynced now; otherwise it waits for the next [`Log::sync`] (a
+    /// roll must not stall appends for a whole-segment fsync), and the checkpoint keeps
+    /// pointing into it until then, so recovery re-checks it after a crash.
     fn roll_locked(&self, st: &mut State) -> Result<(), LogError> {
         let result = (|| {
             let active = st.active_mut();
-            active.sync_data()?;
-            active.flush_indexes()?;
+            if self.config.sync == SyncPolicy::Always {
+                active.sync_data()?;
+            }
+            let synced = active.synced_size == active.size;
+            active.flush_indexes(synced)?;
             let base = active.next_offset;
             let segment = Segment::create(&*self.storage, &self.dir, base)?;
             self.storage.sync_dir(&self.dir).map_err(|e| LogError::io("fsync directory", &self.dir, e))?;
             st.segments.insert(base, segment);
-            st.durable_end = st.durable_end.max(base);
+            st.refresh_durable_end();
             self.checkpoint_locked(st, false)
         })();
         result.map_err(|e| self.fail(st, e))
@@ -394,62 +411,78 @@ impl Log {
     }
 
     /// The fsync itself, with the sync lock held and the state lock released, so appends
-    /// keep flowing into the page cache meanwhile.
+    /// keep flowing into the page cache meanwhile. Fsyncs every segment with unsynced
+    /// bytes (the active one, and under the lazy policies any sealed since the last sync).
     fn sync_locked(&self) -> Result<u64, LogError> {
-        let (base, file, path, size, next_offset, truncations) = {
+        let (pending, truncations) = {
             let st = self.read_state();
             self.check_writable(&st)?;
-            let active = st.active();
-            if active.synced_size == active.size {
+            let pending: Vec<_> = st
+                .segments
+                .values()
+                .filter(|s| s.synced_size < s.size)
+                .map(|s| (s.base_offset, Arc::clone(&s.file), s.path.clone(), s.size, s.next_offset))
+                .collect();
+            if pending.is_empty() {
                 return Ok(st.durable_end);
             }
-            let file = Arc::clone(&active.file);
-            (active.base_offset, file, active.path.clone(), active.size, active.next_offset, st.truncations)
+            (pending, st.truncations)
         };
-        let synced = sync_file(&*file, &path);
+        let synced: Result<(), LogError> =
+            pending.iter().try_for_each(|(_, file, path, _, _)| sync_file(&**file, path));
         let mut st = self.write_state();
         if let Err(error) = synced {
             return Err(self.fail(&mut st, error));
         }
         if st.truncations == truncations {
-            if let Some(segment) = st.segments.get_mut(&base) {
-                segment.mark_synced(size, next_offset);
+            for (base, _, _, size, next_offset) in &pending {
+                if let Some(segment) = st.segments.get_mut(base) {
+                    segment.mark_synced(*size, *next_offset);
+                }
             }
-            st.durable_end = st.durable_end.max(next_offset);
+            st.refresh_durable_end();
         }
-        let (synced, size, base) = (st.active().synced_size, st.active().size, st.active().base_offset);
-        if synced == size {
+        if st.active().synced_size == st.active().size {
             st.oldest_unsynced_ms = None;
         }
-        let checkpointed = if st.checkpoint.recovery_segment == base { st.checkpoint.recovery_position } else { 0 };
-        let unchecked = synced.saturating_sub(checkpointed);
-        if unchecked >= self.config.checkpoint_interval_bytes {
+        let (segment, _, position) = st.durable_point();
+        let moved_segment = segment != st.checkpoint.recovery_segment;
+        let unchecked = position.saturating_sub(st.checkpoint.recovery_position);
+        if moved_segment || unchecked >= self.config.checkpoint_interval_bytes {
             let result = self.checkpoint_locked(&mut st, false);
             result.map_err(|e| self.fail(&mut st, e))?;
         }
         Ok(st.durable_end)
     }
 
-    /// Writes the active segment's new index entries, then a checkpoint at its synced end.
-    /// With `clean`, first fsyncs everything and marks a clean shutdown.
+    /// Writes a checkpoint at the durable point, after persisting the index entries it
+    /// vouches for. With `clean`, first fsyncs everything and marks a clean shutdown.
     pub(crate) fn checkpoint_locked(&self, st: &mut State, clean: bool) -> Result<(), LogError> {
-        let log_start_offset = st.log_start_offset;
-        let active = st.active_mut();
         if clean {
-            active.sync_data()?;
+            for segment in st.segments.values_mut() {
+                segment.sync_data()?;
+            }
+            st.refresh_durable_end();
         }
-        active.flush_indexes()?;
+        let (recovery_segment, recovery_offset, recovery_position) = st.durable_point();
         let checkpoint = Checkpoint {
-            log_start_offset,
-            recovery_segment: active.base_offset,
-            recovery_offset: active.synced_next_offset,
-            recovery_position: active.synced_size,
+            log_start_offset: st.log_start_offset,
+            recovery_segment,
+            recovery_offset,
+            recovery_position,
             clean_shutdown: clean,
         };
-        let durable = active.synced_next_offset;
+        if checkpoint == st.checkpoint {
+            return Ok(());
+        }
+        // Every segment the new recovery point vouches for, and that the old one did not,
+        // gets its index entries written and fsynced first.
+        let from = st.checkpoint.recovery_segment.min(recovery_segment);
+        for segment in st.segments.range_mut(from..).map(|(_, s)| s) {
+            segment.flush_indexes(true)?;
+        }
         checkpoint.write(&*self.storage, &self.dir)?;
         st.checkpoint = checkpoint;
-        st.durable_end = st.durable_end.max(durable);
         Ok(())
     }
 
@@ -473,8 +506,17 @@ impl Log {
             None => st.log_start_offset,
         };
         let mut outcome = RetentionOutcome { log_start_offset: new_start, ..RetentionOutcome::default() };
-        if new_start != st.checkpoint.log_start_offset {
-            let checkpoint = Checkpoint { log_start_offset: new_start, ..st.checkpoint };
+        let first_kept =
+            st.segments.keys().copied().find(|base| !victims.contains(base)).expect("the active segment stays");
+        let recovery_deleted = st.checkpoint.recovery_segment < first_kept;
+        if new_start != st.checkpoint.log_start_offset || recovery_deleted {
+            let mut checkpoint = Checkpoint { log_start_offset: new_start, ..st.checkpoint };
+            if recovery_deleted {
+                // Recovery then re-checks the first kept segment from its start.
+                checkpoint.recovery_segment = first_kept;
+                checkpoint.recovery_offset = first_kept;
+                checkpoint.recovery_position = 0;
+            }
             checkpoint.write(&*self.storage, &self.dir)?;
             st.checkpoint = checkpoint;
         }
@@ -527,8 +569,8 @@ impl Log {
         segment.file.sync_data().map_err(|e| LogError::io("fsync", &segment.path, e))?;
         segment.truncate_memory(position, new_end);
         segment.refresh_after_truncate(self.config.index_interval_bytes)?;
-        segment.flush_indexes()?;
-        st.durable_end = st.durable_end.min(new_end);
+        segment.flush_indexes(true)?;
+        st.refresh_durable_end();
         if st.active().synced_size == st.active().size {
             st.oldest_unsynced_ms = None;
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::{CHECKPOINT_TMP_FILE, Checkpoint};
 use crate::config::LogConfig;
-use crate::error::LogError;
+use crate::error::{BatchError, LogError};
 use crate::log::{Log, State};
 use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name};
 use crate::storage::Storage;
@@ -53,22 +53,12 @@ impl Log {
         }
         // Segments wholly below the log start were being deleted when the process stopped.
         let doomed = bases.windows(2).take_while(|w| w[1] <= log_start_offset).count();
-        for base in bases.drain(..doomed) {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                let path = dir.join(file_name(base, suffix));
-                match storage.remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", path, e)),
-                    _ => {}
-                }
-            }
-        }
-        if doomed > 0 {
-            storage.sync_dir(&dir).map_err(io("fsync directory", &dir))?;
-        }
+        remove_segment_files(&*storage, &dir, &bases[..doomed])?;
+        bases.drain(..doomed);
 
         let mut segments = BTreeMap::new();
         let last_base = bases.last().copied();
-        for &base in &bases {
+        for (i, &base) in bases.iter().enumerate() {
             let mut segment = Segment::open(&*storage, &dir, base)?;
             let file_len = segment.file.len().map_err(io("stat", &segment.path))?;
             let is_last = Some(base) == last_base;
@@ -80,25 +70,43 @@ impl Log {
                 (0, 0)
             };
             let stop = segment.recover(trusted_end, verify_from, config.index_interval_bytes)?;
-            if let Some(reason) = stop.error {
-                let tail = is_last && !clean && stop.position >= verify_from.min(file_len);
-                if tail {
-                    let cut = file_len - stop.position;
-                    tracing::warn!(
-                        segment = %segment.path.display(), position = stop.position, offset = stop.next_offset,
-                        bytes_cut = cut, %reason, "cutting a torn or corrupt tail"
-                    );
-                    segment.file.set_len(stop.position).map_err(io("truncate", &segment.path))?;
-                } else if is_last {
-                    return Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason });
-                } else {
-                    tracing::error!(
-                        segment = %segment.path.display(), position = stop.position, %reason,
-                        "corrupt batch inside a sealed segment; it will be reported on read, nothing is cut"
-                    );
-                    segment.corrupt_at = Some((stop.position, reason));
+            let unverified = !clean && base >= recovery.0;
+            // A segment past the recovery point that ends short of the next one's base lost
+            // its unsynced end: the log ends there too.
+            let short = bases.get(i + 1).is_some_and(|next| stop.next_offset != *next);
+            let reason = match stop.error.clone() {
+                Some(reason) => reason,
+                None if unverified && short => {
+                    let expected = bases[i + 1];
+                    BatchError::UnexpectedOffset { expected, found: stop.next_offset }
                 }
+                None => {
+                    segments.insert(base, segment);
+                    continue;
+                }
+            };
+            // Past the recovery point nothing was known durable: the first bad batch is
+            // where the log ends, in this segment and for every later one.
+            let tail = unverified && stop.position >= verify_from.min(file_len);
+            if tail {
+                let cut = file_len - stop.position;
+                let later = &bases[i + 1..];
+                tracing::warn!(
+                    segment = %segment.path.display(), position = stop.position, offset = stop.next_offset,
+                    bytes_cut = cut, later_segments_removed = later.len(), %reason, "cutting a torn or corrupt tail"
+                );
+                segment.file.set_len(stop.position).map_err(io("truncate", &segment.path))?;
+                segments.insert(base, segment);
+                remove_segment_files(&*storage, &dir, later)?;
+                break;
+            } else if is_last {
+                return Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason });
             }
+            tracing::error!(
+                segment = %segment.path.display(), position = stop.position, %reason,
+                "corrupt batch inside a sealed segment; it will be reported on read, nothing is cut"
+            );
+            segment.corrupt_at = Some((stop.position, reason));
             segments.insert(base, segment);
         }
         check_continuity(&dir, &segments)?;
@@ -120,9 +128,9 @@ impl Log {
                 segment.file.sync_data().map_err(io("fsync", &segment.path))?;
             }
             segment.mark_synced(segment.size, segment.next_offset);
-            segment.flush_indexes()?;
+            segment.flush_indexes(true)?;
         }
-        let state = State {
+        let mut state = State {
             segments,
             log_start_offset,
             durable_end: 0,
@@ -131,10 +139,10 @@ impl Log {
             oldest_unsynced_ms: None,
             truncations: 0,
         };
+        state.refresh_durable_end();
         let log = Self::from_parts(storage, dir, config, state);
         {
             let mut st = log.write_state();
-            st.durable_end = st.log_end();
             log.checkpoint_locked(&mut st, false)?;
             tracing::info!(
                 dir = %log.dir.display(), clean, segments = st.segments.len(),
@@ -157,6 +165,23 @@ fn remove_strays(storage: &dyn Storage, dir: &Path, names: &[String], bases: &[u
             let path = dir.join(name);
             storage.remove_file(&path).map_err(|e| LogError::io("remove", path, e))?;
         }
+    }
+    Ok(())
+}
+
+/// Removes the files of the segments with these bases, then fsyncs the directory.
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> Result<(), LogError> {
+    for base in bases {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = dir.join(file_name(*base, suffix));
+            match storage.remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", path, e)),
+                _ => {}
+            }
+        }
+    }
+    if !bases.is_empty() {
+        storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?;
     }
     Ok(())
 }

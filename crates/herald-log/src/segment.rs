@@ -234,14 +234,15 @@ impl Segment {
             .map_or((0, self.base_offset), |e| (u64::from(e.position), self.base_offset + u64::from(e.relative_offset)))
     }
 
-    /// Writes index entries the files lack, then fsyncs them if anything changed.
-    pub(crate) fn flush_indexes(&mut self) -> Result<(), LogError> {
+    /// Writes index entries the files lack.
+    /// With `fsync`, also fsyncs the index files that changed since their last fsync.
+    pub(crate) fn flush_indexes(&mut self, fsync: bool) -> Result<(), LogError> {
         let path = self.path.with_extension("index");
         let err = |e| LogError::io("write index", &path, e);
-        if self.offset_index.flush().map_err(err)? {
+        self.offset_index.flush().map_err(err)?;
+        self.time_index.flush().map_err(err)?;
+        if fsync {
             self.offset_index.sync().map_err(err)?;
-        }
-        if self.time_index.flush().map_err(err)? {
             self.time_index.sync().map_err(err)?;
         }
         Ok(())

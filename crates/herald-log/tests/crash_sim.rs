@@ -116,7 +116,25 @@ fn run_one(seed: u64, policy: SyncPolicy) -> Result<Outcome, String> {
     }
     storage.crash(if rng.below(2) == 0 { CrashMode::DropUnsynced } else { CrashMode::TearUnsynced });
 
+    if std::env::var_os("HERALD_CRASH_DEBUG").is_some() {
+        for path in storage.files() {
+            eprintln!("after crash: {} {} bytes", path.display(), storage.read_file(&path).map_or(0, |b| b.len()));
+        }
+    }
     let log = open_fault(&storage, config.clone()).map_err(|e| format!("reopen failed: {e}"))?;
+    if std::env::var_os("HERALD_CRASH_DEBUG").is_some() {
+        eprintln!(
+            "recovered: start {} end {} segments {:?}",
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_base_offsets()
+        );
+        let end_of = |m: &BTreeMap<u64, Vec<u8>>| {
+            m.iter().map(|(o, b)| format!("{o}:{}", b.len())).collect::<Vec<_>>().join(",")
+        };
+        eprintln!("attempted: {}", end_of(&model.attempted));
+        eprintln!("acked: {} synced_through {}", end_of(&model.acked), model.synced_through);
+    }
     let recovered = serve_all(&log)?;
     check(&log, &recovered, &model, policy)?;
     // The recovered log takes appends at its end, and a clean reopen changes nothing.
