@@ -66,7 +66,7 @@ fn append(c: &mut Criterion) {
                             log.sync().expect("sync");
                         }
                         appends += 1;
-                        if appends % 1024 == 0 {
+                        if appends.is_multiple_of(1024) {
                             log.enforce_retention(now_ms).expect("retention");
                         }
                     })
