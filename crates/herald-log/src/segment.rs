@@ -59,7 +59,12 @@ impl Segment {
     pub(crate) fn create(storage: &dyn Storage, dir: &Path, base_offset: u64) -> Result<Self, LogError> {
         let mut segment = Self::open_files(storage, dir, base_offset, true)?;
         for (file, path) in segment.files() {
-            file.set_len(0).map_err(|e| LogError::io("truncate", path, e))?;
+            // Only leftovers are truncated: on ext4 a truncate-to-zero marks the file for
+            // writeback on close (auto_da_alloc), which would flush a whole segment just
+            // before retention deletes it.
+            if file.len().map_err(|e| LogError::io("stat", &path, e))? > 0 {
+                file.set_len(0).map_err(|e| LogError::io("truncate", path, e))?;
+            }
         }
         segment.offset_index = SparseIndex::empty(segment.offset_index_file());
         segment.time_index = SparseIndex::empty(segment.time_index_file());
