@@ -53,7 +53,7 @@ impl Default for LogConfig {
             batch_bytes_max: 1_048_588,
             index_interval_bytes: 4096,
             sync: SyncPolicy::Always,
-            checkpoint_interval_bytes: 16 << 20,
+            checkpoint_interval_bytes: 64 << 20,
         }
     }
 }

@@ -104,3 +104,17 @@ pub(crate) fn seed_from_env(var: &str, default: u64) -> u64 {
 pub(crate) fn count_from_env(var: &str, default: u64) -> u64 {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// SplitMix64: a small deterministic generator, so randomized tests replay from a seed.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// Uniform in `0..n` (`0` when `n` is 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}

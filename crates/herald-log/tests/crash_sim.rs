@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use herald_log::testing::batch_with_values;
 use herald_log::{CrashMode, FaultStorage, Log, LogConfig, SyncPolicy};
 
-use crate::common::{count_from_env, fault_storage, open_fault, placed, small_config};
+use crate::common::{Rng, count_from_env, fault_storage, open_fault, placed, small_config};
 
 #[test]
 fn always_acknowledged_batches_survive_power_loss_at_every_seeded_point() {
@@ -265,17 +265,4 @@ fn check(log: &Log, recovered: &[(u64, Vec<u8>)], model: &Model, policy: SyncPol
         }
     }
     Ok(())
-}
-
-/// SplitMix64, so the workload is a pure function of the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
-    }
 }

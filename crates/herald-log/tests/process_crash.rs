@@ -17,7 +17,7 @@ use std::time::Duration;
 use herald_log::testing::batch_with_values;
 use herald_log::{FsStorage, Log, LogConfig, SyncPolicy};
 
-use crate::common::{count_from_env, placed, read_all_with, seed_from_env};
+use crate::common::{Rng, count_from_env, placed, read_all_with, seed_from_env};
 
 const CHILD_DIR_VAR: &str = "HERALD_CRASH_CHILD_DIR";
 const CHILD_CYCLE_VAR: &str = "HERALD_CRASH_CHILD_CYCLE";
@@ -62,7 +62,7 @@ fn child_process_appends_until_killed() {
 #[test]
 fn acknowledged_appends_survive_sigkill_at_random_moments() {
     let cycles = count_from_env("HERALD_PROCESS_CRASH_CYCLES", 20);
-    let mut rng = seed_from_env("HERALD_PROCESS_CRASH_SEED", 0x0c0ffee);
+    let mut rng = Rng(seed_from_env("HERALD_PROCESS_CRASH_SEED", 0x0c0ffee));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("events-0");
     let exe = std::env::current_exe().expect("test binary");
@@ -86,10 +86,7 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
         let reader = std::thread::spawn(move || {
             BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.starts_with("ACK ")).collect::<Vec<_>>()
         });
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(30 + rng % 250));
+        std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         let lines = reader.join().expect("reader");

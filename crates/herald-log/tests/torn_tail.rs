@@ -10,7 +10,7 @@ use std::sync::Arc;
 use herald_log::testing::batch_with_values;
 use herald_log::{BatchHeader, FsStorage, Log, LogConfig, SyncPolicy};
 
-use crate::common::{assert_batches_eq, placed, read_all, seed_from_env, small_config};
+use crate::common::{Rng, assert_batches_eq, placed, read_all, seed_from_env, small_config};
 
 /// Recovery point at the segment start, so the whole active segment is "tail".
 fn config() -> LogConfig {
@@ -98,13 +98,8 @@ fn flipping_random_bits_in_the_last_three_batches() {
     let dir = tmp.path().join("t-0");
     let p = pristine(&dir);
     let seed = seed_from_env("HERALD_TORN_TAIL_SEED", 42);
-    let mut rng = seed;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng(seed);
+    let mut next = move |n: u64| rng.below(n);
     let total = p.batches.iter().map(|(_, b)| b.len()).sum::<usize>();
     let segment_bytes: Vec<u8> = p.batches.iter().flat_map(|(_, b)| b.clone()).collect();
     for trial in 0..300 {
