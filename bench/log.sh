@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# herald-log benchmarks with same-run baselines.
+# herald-log benchmarks, each next to its baseline measured in the same run.
 #
-# Runs, in one go on this machine: physbench (../shared/bench/physbench.c, the disk's
-# limit: logappend at the same batch bytes and sync setting, fsync latency), the
-# criterion append/read benches of crates/herald-log, physbench again, and the 1 GiB
-# recovery bench. Prints a markdown table of ratios (ours / baseline) and writes it to
-# bench/out/log-results.md. Data goes to bench/out/data (same file system as the repo).
+# For every append configuration (sync policy x record size x records per batch) this runs
+# `physbench logappend` (../shared/bench/physbench.c: the disk's limit at the same batch
+# bytes and sync setting), then the criterion bench of that configuration, then physbench
+# again, and compares herald-log with the mean of the two baseline runs around it, so the
+# drift of this shared machine's disk hits both sides alike. `interval` rows also get the
+# disk's durable bandwidth at the same fsync cadence (4 MiB). Then the read bench (the log
+# against a raw pread loop over the same files, in one process) and the 1 GiB recovery
+# bench. Everything repeats ROUNDS times; the tables show medians.
 #
-# Usage: bench/log.sh [physbench seconds per run, default 3]
+# Output: bench/out/log-results.md (markdown) and the raw lines in bench/out/*.txt.
+# Data goes to bench/out/data, on the repository's file system.
+#
+# Usage: bench/log.sh [rounds, default 3] [physbench seconds, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs="${1:-3}"
+rounds="${1:-3}"
+secs="${2:-3}"
 out=bench/out
 data="$(pwd)/$out/data"
 mkdir -p "$data"
 physbench_src="${PHYSBENCH_SRC:-../shared/bench/physbench.c}"
 cc -O2 -o "$out/physbench" "$physbench_src"
+cargo bench -p herald-log --no-run >/dev/null 2>&1
 
-# Batch sizes of herald_log::testing::batch_bytes(records, value_bytes), computed the same way.
+# Batch size of herald_log::testing::batch_bytes(records, value_bytes), computed the same way.
 batch_size() {
   python3 - "$1" "$2" <<'PY'
 import sys
 n, v = int(sys.argv[1]), int(sys.argv[2])
 def vlen(x):
-    z = (x << 1) ^ (x >> 63)
-    z &= (1 << 64) - 1
+    z = ((x << 1) ^ (x >> 63)) & ((1 << 64) - 1)
     l = 1
     while z >= 0x80:
         z >>= 7; l += 1
@@ -37,86 +44,99 @@ print(total)
 PY
 }
 
-physbench_round() {
-  local label=$1
-  for v in 100 1024; do
-    for n in 1 100 1000; do
-      local b; b=$(batch_size "$n" "$v")
-      for sync in 0 1; do
-        local line
-        line=$("$out/physbench" logappend "$data/physbench.seg" "$v" "$b" "$sync" "$secs" | grep 'per-batch')
-        local ops; ops=$(sed -E 's/.*ops\/s=([0-9.]+).*/\1/' <<<"$line")
-        echo "$label $v $n $b $sync $ops"
-      done
-    done
-    # The interval policy fsyncs every 4 MiB: the disk's durable rate at that cadence.
-    local line ops
-    line=$("$out/physbench" logappend "$data/physbench.seg" "$v" 4194304 1 "$secs" | grep '^logappend')
-    ops=$(sed -E 's/.*MB\/s=([0-9.]+).*/\1/' <<<"$line")
-    echo "$label $v 4MiB 4194304 1 $ops"
-  done
+# physbench logappend; prints batches (writes) per second.
+physbench_ops() {
+  "$out/physbench" logappend "$data/physbench.seg" "$1" "$2" "$3" "$secs" | grep 'per-batch' | sed -E 's/.*ops\/s=([0-9.]+).*/\1/'
 }
 
-echo "== physbench (before)" >&2
-physbench_round before | tee "$out/physbench.txt"
-"$out/physbench" fsync "$data/fsync.tmp" append 4096 "$secs" | tee "$out/fsync.txt"
+# physbench logappend; prints MB/s.
+physbench_mbps() {
+  "$out/physbench" logappend "$data/physbench.seg" "$1" "$2" "$3" "$secs" | grep '^logappend' | sed -E 's/.*MB\/s=([0-9.]+).*/\1/'
+}
 
-echo "== cargo bench (criterion)" >&2
-rm -rf target/criterion
-HERALD_BENCH_DIR="$data" cargo bench -p herald-log --bench log 2>&1 | grep -E '^(append|read)|time:|thrpt:' | tee "$out/criterion.txt" >&2
-
-echo "== physbench (after)" >&2
-physbench_round after | tee -a "$out/physbench.txt"
-
-echo "== recovery" >&2
-HERALD_BENCH_DIR="$data" cargo bench -p herald-log --bench recovery 2>/dev/null | grep '^recovery' | tee "$out/recovery.txt"
-
-python3 - "$out" <<'PY' | tee "$out/log-results.md"
-import json, os, re, statistics, sys
-out = sys.argv[1]
-phys = {}
-interval_mbps = {}
-for line in open(f"{out}/physbench.txt"):
-    label, v, n, b, sync, ops = line.split()
-    if n == "4MiB":
-        interval_mbps.setdefault(int(v), []).append(float(ops))
-        continue
-    phys.setdefault((int(v), int(n), int(sync)), []).append(float(ops))
-ours, tp = {}, {}
-for root, dirs, files in os.walk("target/criterion"):
+# Runs one criterion benchmark by exact id; prints its median time per iteration in ns.
+criterion_ns() {
+  local id=$1
+  HERALD_BENCH_DIR="$data" cargo bench -q -p herald-log --bench log -- "^${id}\$" >/dev/null 2>&1
+  python3 - "$id" <<'PY'
+import json, os, sys
+want = sys.argv[1]
+for root, _, files in os.walk("target/criterion"):
     if root.endswith("/new") and "benchmark.json" in files:
         meta = json.load(open(f"{root}/benchmark.json"))
-        est = json.load(open(f"{root}/estimates.json"))
-        key = (meta["group_id"], meta.get("value_str") or meta["function_id"])
-        ours[key] = est["median"]["point_estimate"]
-        tp[key] = (meta.get("throughput") or {}).get("Bytes")
-interval_rows = []
-print("| policy | record | records/batch | batch bytes | herald-log batches/s | MB/s | records/s | baseline | baseline batches/s | ratio |")
+        if meta["full_id"] == want:
+            print(json.load(open(f"{root}/estimates.json"))["median"]["point_estimate"])
+            break
+PY
+}
+
+: >"$out/append.txt"
+: >"$out/read.txt"
+: >"$out/recovery.txt"
+"$out/physbench" fsync "$data/fsync.tmp" append 4096 "$secs" | tee "$out/fsync.txt" >&2
+for round in $(seq 1 "$rounds"); do
+  for policy in never interval always; do
+    sync=0
+    [ "$policy" = always ] && sync=1
+    for v in 100 1024; do
+      for n in 1 100 1000; do
+        b=$(batch_size "$n" "$v")
+        before=$(physbench_ops "$v" "$b" "$sync")
+        ns=$(criterion_ns "append/$policy/${v}B-x${n}-${b}B")
+        after=$(physbench_ops "$v" "$b" "$sync")
+        cadence=-
+        [ "$policy" = interval ] && cadence=$(physbench_mbps "$v" 4194304 1)
+        echo "$round $policy $v $n $b $ns $before $after $cadence" | tee -a "$out/append.txt" >&2
+      done
+    done
+  done
+  echo "$round $(criterion_ns read/log-1MiB-reads) $(criterion_ns read/raw-pread-1MiB)" | tee -a "$out/read.txt" >&2
+  HERALD_BENCH_DIR="$data" cargo bench -q -p herald-log --bench recovery 2>/dev/null | grep '^recovery' | tee -a "$out/recovery.txt" >&2
+done
+
+python3 - "$out" <<'PY' | tee "$out/log-results.md"
+import collections, re, statistics, sys
+out = sys.argv[1]
+med = statistics.median
+rows = collections.defaultdict(list)
+for line in open(f"{out}/append.txt"):
+    _, policy, v, n, b, ns, before, after, cadence = line.split()
+    rows[(policy, int(v), int(n), int(b))].append((float(ns), float(before), float(after), cadence))
+order = {"never": 0, "interval": 1, "always": 2}
+print("| policy | record | records/batch | batch bytes | herald-log batches/s | MB/s | records/s | baseline (same batch bytes) | baseline batches/s | ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for policy in ["never", "interval", "always"]:
-    for (group, ident), ns in sorted(ours.items()):
-        if group != f"append/{policy}":
-            continue
-        m = re.match(r"(\d+)B-x(\d+)-(\d+)B", ident)
-        v, n, b = map(int, m.groups())
-        per_s = 1e9 / ns
-        sync = 1 if policy == "always" else 0
-        base = statistics.median(phys[(v, n, sync)])
-        name = f"physbench logappend {v} {b} {sync}"
-        print(f"| {policy} | {v} B | {n} | {b} | {per_s:,.0f} | {per_s*b/1e6:,.1f} | {per_s*n:,.0f} | {name} | {base:,.0f} | {per_s/base:.2f} |")
-        if policy == "interval":
-            disk = statistics.median(interval_mbps[v])
-            interval_rows.append(f"| interval | {v} B | {n} | {b} | {per_s*b/1e6:,.1f} | physbench logappend {v} 4194304 1 | {disk:,.1f} | {per_s*b/1e6/disk:.2f} |")
+interval = []
+for (policy, v, n, b), runs in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2])):
+    per_s = [1e9 / ns for ns, _, _, _ in runs]
+    base = [(x + y) / 2 for _, x, y, _ in runs]
+    ratio = med([p / q for p, q in zip(per_s, base)])
+    sync = 1 if policy == "always" else 0
+    ours = med(per_s)
+    print(f"| {policy} | {v} B | {n} | {b} | {ours:,.0f} | {ours*b/1e6:,.1f} | {ours*n:,.0f} | physbench logappend {v} {b} {sync} | {med(base):,.0f} | {ratio:.2f} |")
+    if policy == "interval":
+        disk = [float(c) for _, _, _, c in runs]
+        r = med([p * b / 1e6 / d for p, d in zip(per_s, disk)])
+        interval.append(f"| interval | {v} B | {n} | {b} | {ours*b/1e6:,.1f} | physbench logappend {v} 4194304 1 | {med(disk):,.1f} | {r:.2f} |")
 print()
-print("Interval against the disk's durable bandwidth at the same fsync cadence (4 MiB):")
+print("`interval` against the disk's durable bandwidth at the same fsync cadence (4 MiB):")
 print()
 print("| policy | record | records/batch | batch bytes | herald-log MB/s | baseline | baseline MB/s | ratio |")
 print("|---|---|---|---|---|---|---|---|")
-print("\n".join(interval_rows))
-log_ns = ours.get(("read", "log-1MiB-reads"))
-raw_ns = ours.get(("read", "raw-pread-1MiB"))
-if log_ns and raw_ns:
+print("\n".join(interval))
+reads = [line.split() for line in open(f"{out}/read.txt")]
+if reads:
+    batch = 1034933  # the read bench fills 256 MiB with 1,000 x 1 KiB batches
+    size = -(-268435456 // batch) * batch
+    log_mbps = [size / float(l) * 1e3 for _, l, _ in reads]
+    raw_mbps = [size / float(r) * 1e3 for _, _, r in reads]
+    ratio = med([float(r) / float(l) for _, l, r in reads])
     print()
-    total = tp[("read", "log-1MiB-reads")]
-    print(f"read: herald-log sequential 1 MiB reads over {total/2**20:.0f} MiB: {total/log_ns*1e3:,.0f} MB/s; raw pread of the same files: {total/raw_ns*1e3:,.0f} MB/s; ratio {raw_ns/log_ns:.2f}")
+    print(f"Read: herald-log sequential 1 MiB reads {med(log_mbps):,.0f} MB/s; raw pread of the same files {med(raw_mbps):,.0f} MB/s; ratio {ratio:.2f}")
+cases = collections.defaultdict(list)
+for line in open(f"{out}/recovery.txt"):
+    m = re.search(r"case=(\S+) .*median_ms=([0-9.]+)", line)
+    cases[m.group(1)].append(float(m.group(2)))
+print()
+for case, ms in cases.items():
+    print(f"Recovery of a 1 GiB log, {case}: {med(ms):.1f} ms (median of {len(ms)} rounds x 3 runs)")
 PY
