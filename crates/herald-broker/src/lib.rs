@@ -9,3 +9,4 @@
 
 pub mod producer_state;
 pub mod request;
+pub mod server;
