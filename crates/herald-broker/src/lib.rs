@@ -10,3 +10,4 @@
 pub mod producer_state;
 pub mod request;
 pub mod server;
+pub mod topics;
