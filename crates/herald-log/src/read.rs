@@ -121,9 +121,8 @@ fn segment_holding(st: &State, offset: u64) -> Result<Option<&Segment>, LogError
     let segment = st.segments.range(..=offset).next_back().map(|(_, s)| s);
     match segment {
         Some(s) if offset < s.next_offset => Ok(Some(s)),
-        Some(s) if s.corrupt_at.is_some() => {
-            let (position, reason) = s.corrupt_at.clone().expect("checked");
-            Err(LogError::Corrupt { segment: s.path.clone(), position, reason })
+        Some(Segment { corrupt_at: Some((position, reason)), path, .. }) => {
+            Err(LogError::Corrupt { segment: path.clone(), position: *position, reason: reason.clone() })
         }
         _ => Ok(st.segments.range(offset + 1..).next().map(|(_, s)| s).filter(|s| s.size > 0)),
     }

@@ -352,8 +352,6 @@ impl Storage for FaultStorage {
         durable_files.extend(live_files.iter().filter(|(p, _)| in_dir(p)).map(|(p, i)| (p.clone(), *i)));
         durable_dirs.retain(|p| !in_dir(p));
         durable_dirs.extend(live_dirs.iter().filter(|p| in_dir(p)).cloned());
-        // The directory being synced exists durably as far as its own entries go; a root
-        // that was never created through this storage counts as pre-existing.
         Ok(())
     }
 }
