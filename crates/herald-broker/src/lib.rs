@@ -1,13 +1,31 @@
-//! herald-broker will be Herald's Kafka-wire-compatible broker on herald-log. Today it holds
-//! the first pieces: the idempotent-producer state ([`producer_state`]), plain code that
-//! takes `now` as an argument and does no IO, so it is tested directly against a reference
-//! model; and request framing with ApiVersions ([`request`]), decoded with the
-//! `kafka-protocol` crate behind hand-checked lengths.
+//! herald-broker is Herald's single-node, Kafka-wire-compatible broker: every Kafka
+//! client (librdkafka, kcat, the Java client) talks to it unchanged. Each topic
+//! partition is a herald-log [`herald_log::Log`]; topics live in a durable registry; the
+//! idempotent-producer rules are plain code ([`producer_state`]) tested against a model.
 //!
-//! It refuses to own durability (that is herald-log's) or to read a clock; the network
-//! server, topic registry and the remaining Kafka APIs arrive with issue 3.
+//! It refuses replication, clustering and transactions: one node leads every partition,
+//! and a transactional producer gets an error, not a half-implementation. Its key
+//! choice is that an acknowledgement means what the durability setting says: under
+//! [`Durability::Fsync`] (the default) a produce is answered only after an fsync covers
+//! it, and consumers never see a record a power cut could take back.
+//!
+//! Layout: [`server`] (sockets, limits, ordering) → [`request`] (framing, dispatch) →
+//! `api` (one handler per Kafka API) → [`broker::Broker`] (topics and partitions) →
+//! [`partition`] (log plus producer state).
 
+mod api;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod partition;
 pub mod producer_state;
 pub mod request;
+mod running;
 pub mod server;
+pub mod topic_config;
 pub mod topics;
+
+pub use broker::{Broker, BrokerError};
+pub use config::{BrokerConfig, Durability};
+pub use running::{RunningBroker, StartError};
+pub use server::{Server, ServerConfig};

@@ -7,12 +7,19 @@
 //! version the client asked for. Every API version advertised in [`SUPPORTED_APIS`] is
 //! really handled here; an unsupported ApiVersions version gets Kafka's fallback answer
 //! (a v0 body with UNSUPPORTED_VERSION and the supported range), anything else unsupported
-//! is an error for which the server closes that connection.
+//! is an error for which the server closes that connection. The handlers live in
+//! [`crate::api`].
+
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::api;
+use crate::broker::Broker;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
 pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
@@ -21,7 +28,22 @@ pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 pub const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The APIs and version ranges this broker handles, as advertised by ApiVersions.
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 4)];
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
 
 /// Why a frame could not be answered; the server logs it and closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,9 +101,44 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED_APIS.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
 }
 
-/// Answers one request frame (without its length prefix); returns the response frame
-/// (without its length prefix).
-pub fn handle_frame(frame: Bytes) -> Result<Bytes, FrameError> {
+/// What the server sends back for one request.
+pub enum Reply {
+    /// The response is ready (`None`: the request expects no response, e.g. acks=0).
+    Ready(Option<Bytes>),
+    /// The response comes later (a produce waiting for its fsync, a long-polling fetch);
+    /// the server awaits it concurrently with later requests and writes responses in
+    /// request order.
+    Pending(Pin<Box<dyn Future<Output = Result<Option<Bytes>, FrameError>> + Send>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Ready(bytes) => f.debug_tuple("Ready").field(&bytes.as_ref().map(Bytes::len)).finish(),
+            Reply::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// The decoded request header plus what the handlers need to answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    pub(crate) api: ApiKey,
+    pub(crate) version: i16,
+    pub(crate) correlation_id: i32,
+}
+
+impl Call {
+    /// Encodes `response` as the answer to this call.
+    pub(crate) fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Result<Bytes, FrameError> {
+        encode_response(self.api, self.correlation_id, self.version, response)
+    }
+}
+
+/// Answers one request frame (without its length prefix). Blocking: handlers may fsync,
+/// so the server calls this off the async threads, one frame of a connection at a time,
+/// which keeps each connection's requests applied in order.
+pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameError> {
     if frame.len() < 8 {
         return Err(FrameError::Truncated(frame.len()));
     }
@@ -90,27 +147,59 @@ pub fn handle_frame(frame: Bytes) -> Result<Bytes, FrameError> {
     let version = fixed.get_i16();
     let correlation_id = fixed.get_i32();
     let api = ApiKey::try_from(api_key).map_err(|()| FrameError::UnknownApiKey(api_key))?;
-    let supported = supported_versions(api).filter(|(min, max)| (*min..=*max).contains(&version));
-    match (api, supported) {
-        (ApiKey::ApiVersions, None) => Ok(api_versions_fallback(correlation_id)),
-        (_, None) => Err(FrameError::Unsupported { api, version }),
-        (ApiKey::ApiVersions, Some(_)) => {
-            let mut body = frame;
-            let header = RequestHeader::decode(&mut body, api.request_header_version(version))
-                .map_err(malformed(api, version, "header"))?;
-            // The request carries only the client's name and version; nothing to act on.
-            ApiVersionsRequest::decode(&mut body, version).map_err(malformed(api, version, "body"))?;
-            if body.has_remaining() {
-                return Err(FrameError::Malformed {
-                    api,
-                    version,
-                    reason: format!("{} trailing bytes", body.remaining()),
-                });
-            }
-            encode_response(header.correlation_id, version, &api_versions_response())
-        }
-        (_, Some(_)) => Err(FrameError::Unsupported { api, version }),
+    let supported = supported_versions(api).is_some_and(|(min, max)| (min..=max).contains(&version));
+    if !supported {
+        return match api {
+            ApiKey::ApiVersions => Ok(Reply::Ready(Some(api_versions_fallback(correlation_id)))),
+            _ => Err(FrameError::Unsupported { api, version }),
+        };
     }
+    let mut body = frame;
+    RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(malformed(api, version, "header"))?;
+    let call = Call { api, version, correlation_id };
+    let ready = |bytes: Result<Bytes, FrameError>| bytes.map(|b| Reply::Ready(Some(b)));
+    match api {
+        ApiKey::ApiVersions => {
+            // The request carries only the client's name and version; nothing to act on.
+            let _: ApiVersionsRequest = decode_body(&mut body, call)?;
+            ready(call.respond(&api_versions_response()))
+        }
+        ApiKey::Metadata => ready(call.respond(&api::metadata(broker, decode_body(&mut body, call)?, version))),
+        ApiKey::Produce => api::produce(broker, decode_body(&mut body, call)?, call),
+        ApiKey::Fetch => api::fetch(broker, decode_body(&mut body, call)?, call),
+        ApiKey::ListOffsets => ready(call.respond(&api::list_offsets(broker, decode_body(&mut body, call)?))),
+        ApiKey::CreateTopics => {
+            ready(call.respond(&api::create_topics(broker, decode_body(&mut body, call)?, version)))
+        }
+        ApiKey::DeleteTopics => {
+            ready(call.respond(&api::delete_topics(broker, decode_body(&mut body, call)?, version)))
+        }
+        ApiKey::CreatePartitions => ready(call.respond(&api::create_partitions(broker, decode_body(&mut body, call)?))),
+        ApiKey::DescribeConfigs => {
+            ready(call.respond(&api::describe_configs(broker, decode_body(&mut body, call)?, version)))
+        }
+        ApiKey::AlterConfigs => ready(call.respond(&api::alter_configs(broker, decode_body(&mut body, call)?))),
+        ApiKey::IncrementalAlterConfigs => {
+            ready(call.respond(&api::incremental_alter_configs(broker, decode_body(&mut body, call)?)))
+        }
+        ApiKey::DeleteRecords => ready(call.respond(&api::delete_records(broker, decode_body(&mut body, call)?))),
+        ApiKey::DescribeCluster => ready(call.respond(&api::describe_cluster(broker))),
+        ApiKey::InitProducerId => ready(call.respond(&api::init_producer_id(broker, decode_body(&mut body, call)?))),
+        _ => Err(FrameError::Unsupported { api, version }),
+    }
+}
+
+/// Decodes a request body at the call's version; trailing bytes are an error.
+fn decode_body<R: Decodable>(body: &mut Bytes, call: Call) -> Result<R, FrameError> {
+    let request = R::decode(body, call.version).map_err(malformed(call.api, call.version, "body"))?;
+    if body.has_remaining() {
+        return Err(FrameError::Malformed {
+            api: call.api,
+            version: call.version,
+            reason: format!("{} trailing bytes", body.remaining()),
+        });
+    }
+    Ok(request)
 }
 
 /// The ApiVersions answer: every API and version range this broker handles.
@@ -129,17 +218,19 @@ fn api_versions_response() -> ApiVersionsResponse {
 /// retries with a version both sides speak.
 fn api_versions_fallback(correlation_id: i32) -> Bytes {
     let response = api_versions_response().with_error_code(UNSUPPORTED_VERSION);
-    encode_response(correlation_id, 0, &response).expect("a v0 ApiVersions response always encodes")
+    encode_response(ApiKey::ApiVersions, correlation_id, 0, &response)
+        .expect("a v0 ApiVersions response always encodes")
 }
 
 fn encode_response<R: Encodable + HeaderVersion>(
+    api: ApiKey,
     correlation_id: i32,
     version: i16,
     response: &R,
 ) -> Result<Bytes, FrameError> {
     let mut out = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let failed = malformed(ApiKey::ApiVersions, version, "response does not encode");
+    let failed = malformed(api, version, "response does not encode");
     header.encode(&mut out, R::header_version(version)).map_err(&failed)?;
     response.encode(&mut out, version).map_err(&failed)?;
     Ok(out.freeze())

@@ -1,11 +1,15 @@
 //! The TCP side: accept, read frames under limits, answer in order, shut down gracefully.
 //!
-//! Each connection reads one frame at a time (length prefix first, checked before the body
-//! is read), answers it, and reads the next, so responses keep request order and a
-//! connection has at most one request in flight for now. A bad frame closes that
-//! connection only, with one log line. Limits, each with a default: connections
-//! (`connections_max`), request size (`request_bytes_max`), time between requests
-//! (`idle_timeout`) and time to finish a started request (`request_timeout`).
+//! Each connection has a reader and a writer. The reader takes one frame at a time
+//! (length prefix first, checked before the body is read) and applies it to the broker
+//! on a blocking thread before reading the next, so a connection's requests take effect
+//! in the order sent. Work that only waits (a produce's fsync, a long-polling fetch)
+//! continues as a task while later requests are read; the writer sends responses in
+//! request order. At most `in_flight_max` responses wait per connection, after which the
+//! reader stops reading (backpressure). A bad frame closes that connection only, with one
+//! log line, after the responses before it are written. Limits, each with a default:
+//! connections, request size, in-flight requests, idle time between requests and time to
+//! finish a started request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, frame_length, handle_frame, with_length_prefix};
+use crate::broker::{Broker, now_ms};
+use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, Reply, frame_length, handle_frame, with_length_prefix};
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -28,10 +34,14 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// Largest request frame; a larger length prefix closes the connection unread.
     pub request_bytes_max: u32,
+    /// Requests of one connection being answered at once; the next waits.
+    pub in_flight_max: usize,
     /// A connection idle this long between requests is closed (Kafka: `connections.max.idle.ms`).
     pub idle_timeout: Duration,
     /// A request must arrive whole within this time once its first byte has.
     pub request_timeout: Duration,
+    /// How often retention runs (Kafka: `log.retention.check.interval.ms`).
+    pub retention_check_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,8 +50,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             connections_max: 1_000,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            in_flight_max: 32,
             idle_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
+            retention_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -52,17 +64,19 @@ pub struct Server {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
 }
 
 impl Server {
-    /// Binds and starts accepting.
-    pub async fn start(config: ServerConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+    /// Starts accepting on `listener`, answering from `broker`; also runs the broker's
+    /// periodic maintenance (interval fsyncs, retention, producer expiry).
+    pub fn start(listener: TcpListener, config: ServerConfig, broker: Arc<Broker>) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        tracing::info!(%local_addr, "listening for Kafka clients");
-        let task = tokio::spawn(accept_loop(listener, Arc::new(config), stopped));
-        Ok(Self { local_addr, stop, task })
+        let config = Arc::new(config);
+        let maintenance = tokio::spawn(maintain(Arc::clone(&broker), Arc::clone(&config), stopped.clone()));
+        let task = tokio::spawn(accept_loop(listener, config, broker, stopped));
+        Ok(Self { local_addr, stop, task, maintenance })
     }
 
     /// The bound address (useful with port 0).
@@ -70,14 +84,40 @@ impl Server {
         self.local_addr
     }
 
-    /// Stops accepting, lets each connection finish the request it is answering, and waits.
+    /// Stops accepting and reading, lets each connection finish and write the requests
+    /// it has in flight, and waits for that.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.maintenance.await;
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut stopped: watch::Receiver<bool>) {
+async fn maintain(broker: Arc<Broker>, config: Arc<ServerConfig>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(broker.config().maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention = now_ms();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let retention = now.saturating_sub(last_retention) >= config.retention_check_interval.as_millis() as i64;
+        if retention {
+            last_retention = now;
+        }
+        let broker = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || broker.maintain(now, retention)).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -97,20 +137,21 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut stopp
                     continue;
                 };
                 let config = Arc::clone(&config);
+                let broker = Arc::clone(&broker);
                 let stopped = stopped.clone();
                 connections.spawn(async move {
-                    let mut stream = stream;
-                    let result = serve_connection(&mut stream, &config, stopped).await;
+                    let result = serve_connection(stream, &config, broker, stopped).await;
                     // The slot frees before the peer can see the close, so a client that
                     // reconnects at once is not turned away.
                     drop(permit);
-                    drop(stream);
                     if let Err(reason) = result {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
                 });
             }
         }
+        // Reap finished connections so the set does not grow with every one ever made.
+        while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
 }
@@ -126,19 +167,44 @@ enum ConnectionEnd {
     Idle(Duration),
     #[error("request not complete within {0:?}")]
     SlowRequest(Duration),
+    #[error("request handler failed: {0}")]
+    Handler(String),
+}
+
+/// A response on its way to the writer, in request order.
+enum Outgoing {
+    Ready(Option<Bytes>),
+    Waiting(JoinHandle<Result<Option<Bytes>, FrameError>>),
 }
 
 async fn serve_connection(
-    stream: &mut TcpStream,
+    stream: TcpStream,
     config: &ServerConfig,
-    mut stopped: watch::Receiver<bool>,
+    broker: Arc<Broker>,
+    stopped: watch::Receiver<bool>,
 ) -> Result<(), ConnectionEnd> {
     stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    let (outgoing, queue) = mpsc::channel(config.in_flight_max.max(1));
+    let writer = tokio::spawn(write_responses(writer, queue));
+    let read = read_requests(reader, config, broker, stopped, outgoing).await;
+    // The reader is done (and dropped its sender): the writer drains what is in flight.
+    let written = writer.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))?;
+    read.and(written)
+}
+
+async fn read_requests(
+    mut reader: OwnedReadHalf,
+    config: &ServerConfig,
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+    outgoing: mpsc::Sender<Outgoing>,
+) -> Result<(), ConnectionEnd> {
     loop {
         let mut prefix = [0u8; 4];
         tokio::select! {
             _ = stopped.changed() => return Ok(()),
-            read = tokio::time::timeout(config.idle_timeout, stream.read_exact(&mut prefix)) => match read {
+            read = tokio::time::timeout(config.idle_timeout, reader.read_exact(&mut prefix)) => match read {
                 Err(_) => return Err(ConnectionEnd::Idle(config.idle_timeout)),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(result) => { result?; }
@@ -148,14 +214,37 @@ async fn serve_connection(
         // The buffer grows with the bytes that actually arrive, so a large length prefix
         // alone does not reserve memory.
         let mut body = Vec::with_capacity(length.min(64 * 1024));
-        let mut limited = (&mut *stream).take(length as u64);
+        let mut limited = (&mut reader).take(length as u64);
         tokio::time::timeout(config.request_timeout, limited.read_to_end(&mut body))
             .await
             .map_err(|_| ConnectionEnd::SlowRequest(config.request_timeout))??;
         if body.len() < length {
             return Ok(()); // the peer closed mid-request
         }
-        let response = handle_frame(Bytes::from(body))?;
-        stream.write_all(&with_length_prefix(&response)).await?;
+        let handler_broker = Arc::clone(&broker);
+        let reply = tokio::task::spawn_blocking(move || handle_frame(&handler_broker, Bytes::from(body)))
+            .await
+            .map_err(|e| ConnectionEnd::Handler(e.to_string()))??;
+        let next = match reply {
+            Reply::Ready(bytes) => Outgoing::Ready(bytes),
+            Reply::Pending(future) => Outgoing::Waiting(tokio::spawn(future)),
+        };
+        if outgoing.send(next).await.is_err() {
+            return Ok(()); // the writer stopped: the peer is gone
+        }
     }
+}
+
+async fn write_responses(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), ConnectionEnd> {
+    while let Some(next) = queue.recv().await {
+        let bytes = match next {
+            Outgoing::Ready(bytes) => bytes,
+            Outgoing::Waiting(task) => task.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??,
+        };
+        if let Some(bytes) = bytes {
+            writer.write_all(&with_length_prefix(&bytes)).await?;
+        }
+    }
+    writer.shutdown().await.ok();
+    Ok(())
 }

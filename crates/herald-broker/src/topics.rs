@@ -82,8 +82,16 @@ pub enum TopicError {
 pub struct TopicRegistry {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
-    topics: BTreeMap<String, TopicMeta>,
+    contents: Contents,
     partitions_max: u32,
+}
+
+/// Everything the file holds: topics and a few broker properties (cluster id, producer
+/// id blocks) that must be durable with the same care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Contents {
+    topics: BTreeMap<String, TopicMeta>,
+    properties: BTreeMap<String, String>,
 }
 
 impl TopicRegistry {
@@ -92,60 +100,75 @@ impl TopicRegistry {
     pub fn open(storage: Arc<dyn Storage>, dir: impl Into<PathBuf>, partitions_max: u32) -> Result<Self, TopicError> {
         let dir = dir.into();
         storage.create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let topics = read(&*storage, &dir)?;
-        Ok(Self { storage, dir, topics, partitions_max })
+        let contents = read(&*storage, &dir)?;
+        Ok(Self { storage, dir, contents, partitions_max })
     }
 
     /// All topics, by name.
     pub fn topics(&self) -> &BTreeMap<String, TopicMeta> {
-        &self.topics
+        &self.contents.topics
     }
 
     /// One topic.
     pub fn get(&self, name: &str) -> Option<&TopicMeta> {
-        self.topics.get(name)
+        self.contents.topics.get(name)
+    }
+
+    /// A broker property (e.g. the cluster id).
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.contents.properties.get(key).map(String::as_str)
+    }
+
+    /// Sets a broker property durably. Keys and values may not contain tabs or newlines.
+    pub fn set_property(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
+        if key.is_empty() || key.contains(['\t', '\n']) || value.contains(['\t', '\n']) {
+            return Err(TopicError::InvalidConfig(key.to_string()));
+        }
+        self.commit(|c| {
+            c.properties.insert(key.to_string(), value.to_string());
+        })
     }
 
     /// Creates a topic.
     pub fn create(&mut self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
         validate_name(name)?;
-        if self.topics.contains_key(name) {
+        if self.contents.topics.contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
         }
         self.check_partitions(name, partitions)?;
         validate_configs(&configs)?;
-        self.commit(|topics| {
-            topics.insert(name.to_string(), TopicMeta { partitions, configs });
+        self.commit(|c| {
+            c.topics.insert(name.to_string(), TopicMeta { partitions, configs });
         })
     }
 
     /// Deletes a topic from the registry (its partition directories go afterwards).
     pub fn delete(&mut self, name: &str) -> Result<TopicMeta, TopicError> {
-        let meta = self.topics.get(name).cloned().ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        self.commit(|topics| {
-            topics.remove(name);
+        let meta = self.contents.topics.get(name).cloned().ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.commit(|c| {
+            c.topics.remove(name);
         })?;
         Ok(meta)
     }
 
     /// Raises a topic's partition count (Kafka never lowers it).
     pub fn set_partitions(&mut self, name: &str, count: u32) -> Result<(), TopicError> {
-        let current = self.topics.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?.partitions;
+        let current = self.contents.topics.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?.partitions;
         if count <= current {
             let reason = "partitions can only be added";
             return Err(TopicError::InvalidPartitions { topic: name.to_string(), count, reason });
         }
         self.check_partitions(name, count)?;
-        self.commit(|topics| topics.get_mut(name).expect("checked").partitions = count)
+        self.commit(|c| c.topics.get_mut(name).expect("checked").partitions = count)
     }
 
     /// Replaces a topic's config overrides.
     pub fn set_configs(&mut self, name: &str, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
-        if !self.topics.contains_key(name) {
+        if !self.contents.topics.contains_key(name) {
             return Err(TopicError::Unknown(name.to_string()));
         }
         validate_configs(&configs)?;
-        self.commit(|topics| topics.get_mut(name).expect("checked").configs = configs)
+        self.commit(|c| c.topics.get_mut(name).expect("checked").configs = configs)
     }
 
     fn check_partitions(&self, name: &str, count: u32) -> Result<(), TopicError> {
@@ -157,11 +180,11 @@ impl TopicRegistry {
     }
 
     /// Applies `change` to a copy, makes the copy durable, then adopts it.
-    fn commit(&mut self, change: impl FnOnce(&mut BTreeMap<String, TopicMeta>)) -> Result<(), TopicError> {
-        let mut next = self.topics.clone();
+    fn commit(&mut self, change: impl FnOnce(&mut Contents)) -> Result<(), TopicError> {
+        let mut next = self.contents.clone();
         change(&mut next);
         write(&*self.storage, &self.dir, &next)?;
-        self.topics = next;
+        self.contents = next;
         Ok(())
     }
 }
@@ -190,11 +213,15 @@ fn io_err(op: &'static str, path: &Path) -> impl Fn(io::Error) -> TopicError {
     move |source| TopicError::Io { op, path: path.clone(), source }
 }
 
-/// `herald-topics v1`, then `name\tpartitions\tk=v\tk=v...` per topic, then `crc <hex>`
-/// over everything before that line.
-fn encode(topics: &BTreeMap<String, TopicMeta>) -> Vec<u8> {
+/// `herald-topics v1`, then `@key\tvalue` per property and `name\tpartitions\tk=v\tk=v...`
+/// per topic (topic names never start with `@`), then `crc <hex>` over everything before
+/// that line.
+fn encode(contents: &Contents) -> Vec<u8> {
     let mut text = format!("{HEADER}\n");
-    for (name, meta) in topics {
+    for (key, value) in &contents.properties {
+        text.push_str(&format!("@{key}\t{value}\n"));
+    }
+    for (name, meta) in &contents.topics {
         text.push_str(&format!("{name}\t{}", meta.partitions));
         for (k, v) in &meta.configs {
             text.push_str(&format!("\t{k}={v}"));
@@ -206,7 +233,7 @@ fn encode(topics: &BTreeMap<String, TopicMeta>) -> Vec<u8> {
     text.into_bytes()
 }
 
-fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, TopicMeta>, TopicError> {
+fn decode(bytes: &[u8], path: &Path) -> Result<Contents, TopicError> {
     let damaged = |detail: &str| TopicError::Damaged { path: path.to_path_buf(), detail: detail.to_string() };
     let text = std::str::from_utf8(bytes).map_err(|_| damaged("not UTF-8"))?;
     let body_end = text.trim_end_matches('\n').rfind('\n').ok_or_else(|| damaged("no checksum line"))? + 1;
@@ -219,8 +246,13 @@ fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, TopicMeta>, Topi
     if lines.next() != Some(HEADER) {
         return Err(damaged("unknown format"));
     }
-    let mut topics = BTreeMap::new();
+    let mut contents = Contents::default();
     for line in lines {
+        if let Some(property) = line.strip_prefix('@') {
+            let (key, value) = property.split_once('\t').ok_or_else(|| damaged("bad property"))?;
+            contents.properties.insert(key.to_string(), value.to_string());
+            continue;
+        }
         let mut fields = line.split('\t');
         let name = fields.next().ok_or_else(|| damaged("empty line"))?;
         let partitions = fields.next().and_then(|p| p.parse().ok()).ok_or_else(|| damaged("bad partition count"))?;
@@ -229,16 +261,16 @@ fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, TopicMeta>, Topi
             let (k, v) = field.split_once('=').ok_or_else(|| damaged("bad config"))?;
             configs.insert(k.to_string(), v.to_string());
         }
-        topics.insert(name.to_string(), TopicMeta { partitions, configs });
+        contents.topics.insert(name.to_string(), TopicMeta { partitions, configs });
     }
-    Ok(topics)
+    Ok(contents)
 }
 
-fn read(storage: &dyn Storage, dir: &Path) -> Result<BTreeMap<String, TopicMeta>, TopicError> {
+fn read(storage: &dyn Storage, dir: &Path) -> Result<Contents, TopicError> {
     let path = dir.join(FILE);
     let file = match storage.open(&path, false) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
         Err(e) => return Err(io_err("open", &path)(e)),
     };
     let len = file.len().map_err(io_err("stat", &path))?;
@@ -250,12 +282,12 @@ fn read(storage: &dyn Storage, dir: &Path) -> Result<BTreeMap<String, TopicMeta>
     decode(&bytes, &path)
 }
 
-fn write(storage: &dyn Storage, dir: &Path, topics: &BTreeMap<String, TopicMeta>) -> Result<(), TopicError> {
+fn write(storage: &dyn Storage, dir: &Path, contents: &Contents) -> Result<(), TopicError> {
     let tmp = dir.join(TMP_FILE);
     let path = dir.join(FILE);
     let file = storage.open(&tmp, true).map_err(io_err("create", &tmp))?;
     file.set_len(0).map_err(io_err("truncate", &tmp))?;
-    file.write_all_at(0, &encode(topics)).map_err(io_err("write", &tmp))?;
+    file.write_all_at(0, &encode(contents)).map_err(io_err("write", &tmp))?;
     file.sync_data().map_err(io_err("fsync", &tmp))?;
     storage.rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
     storage.sync_dir(dir).map_err(io_err("fsync directory", dir))

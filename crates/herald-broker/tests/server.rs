@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use herald_broker::server::{Server, ServerConfig};
+use herald_broker::{BrokerConfig, RunningBroker, ServerConfig};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,6 +11,12 @@ use tokio::net::TcpStream;
 
 fn config() -> ServerConfig {
     ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..ServerConfig::default() }
+}
+
+async fn start(server: ServerConfig) -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
+    (RunningBroker::start(broker, server).await.expect("start"), dir)
 }
 
 fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
@@ -48,7 +54,7 @@ async fn closed(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn answers_api_versions_in_order_on_one_connection() {
-    let server = Server::start(config()).await.expect("start");
+    let (server, _dir) = start(config()).await;
     let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
     for (i, version) in [0i16, 3, 4, 1].into_iter().enumerate() {
         stream.write_all(&api_versions_request(version, i as i32)).await.expect("send");
@@ -58,12 +64,12 @@ async fn answers_api_versions_in_order_on_one_connection() {
         assert_eq!(correlation_id, i as i32);
         assert_eq!(response.error_code, 0);
     }
-    server.shutdown().await;
+    server.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn bad_input_closes_only_that_connection() {
-    let server = Server::start(ServerConfig { request_bytes_max: 1024, ..config() }).await.expect("start");
+    let (server, _dir) = start(ServerConfig { request_bytes_max: 1024, ..config() }).await;
     let mut oversized = TcpStream::connect(server.local_addr()).await.expect("connect");
     oversized.write_all(&(1025u32).to_be_bytes()).await.expect("send");
     assert!(closed(&mut oversized).await, "a length over request_bytes_max closes the connection");
@@ -73,13 +79,13 @@ async fn bad_input_closes_only_that_connection() {
     let mut good = TcpStream::connect(server.local_addr()).await.expect("connect");
     good.write_all(&api_versions_request(3, 9)).await.expect("send");
     assert_eq!(read_response(&mut good, 3).await.0, 9, "other connections keep working");
-    server.shutdown().await;
+    server.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn connection_limit_and_slow_requests_are_enforced() {
     let limited = ServerConfig { connections_max: 2, request_timeout: Duration::from_millis(300), ..config() };
-    let server = Server::start(limited).await.expect("start");
+    let (server, _dir) = start(limited).await;
     let mut first = TcpStream::connect(server.local_addr()).await.expect("connect");
     let mut second = TcpStream::connect(server.local_addr()).await.expect("connect");
     // Make sure both are accepted before the third arrives.
@@ -95,5 +101,5 @@ async fn connection_limit_and_slow_requests_are_enforced() {
     let mut fourth = TcpStream::connect(server.local_addr()).await.expect("connect");
     fourth.write_all(&api_versions_request(3, 4)).await.expect("send");
     assert_eq!(read_response(&mut fourth, 3).await.0, 4, "a freed slot is reused");
-    server.shutdown().await;
+    server.shutdown().await.expect("clean shutdown");
 }

@@ -22,7 +22,7 @@ pub enum SyncPolicy {
 }
 
 /// Settings of one partition log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// Roll to a new segment before the active one would exceed this (Kafka `segment.bytes`).
     pub segment_bytes: u64,

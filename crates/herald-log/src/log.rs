@@ -65,7 +65,8 @@ pub struct RetentionOutcome {
 pub struct Log {
     pub(crate) dir: PathBuf,
     pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) config: LogConfig,
+    /// Behind a lock so topic config changes apply to a live log.
+    config: RwLock<LogConfig>,
     pub(crate) state: RwLock<State>,
     sync_lock: Mutex<()>,
 }
@@ -114,7 +115,7 @@ impl State {
 
 impl Log {
     pub(crate) fn from_parts(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig, state: State) -> Self {
-        Self { dir, storage, config, state: RwLock::new(state), sync_lock: Mutex::new(()) }
+        Self { dir, storage, config: RwLock::new(config), state: RwLock::new(state), sync_lock: Mutex::new(()) }
     }
 
     /// The partition directory.
@@ -123,8 +124,16 @@ impl Log {
     }
 
     /// The settings this log runs with.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    pub fn config(&self) -> LogConfig {
+        *self.config.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the settings of the live log (a topic config change). Retention and
+    /// rolling follow the new values from the next append or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        *self.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(())
     }
 
     /// Appends one produce request's batches (RecordBatch v2, back to back).
@@ -134,7 +143,20 @@ impl Log {
     /// (outside the CRC); the bytes are then stored verbatim. With [`SyncPolicy::Always`]
     /// this returns only once an fsync covers the batches. `now_ms` drives `segment_ms`.
     pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        let headers = validate_batches(batches, self.config.batch_bytes_max)?;
+        let info = self.append_unsynced(batches, now_ms)?;
+        if self.config().sync == SyncPolicy::Always {
+            self.sync_through(info.last_offset + 1)?;
+        }
+        Ok(info)
+    }
+
+    /// [`Log::append`] without the fsync, whatever the policy: the caller then calls
+    /// [`Log::sync_through`] (typically off the thread that orders appends), so appends
+    /// keep their order while their fsyncs are shared. Under [`SyncPolicy::Always`] the
+    /// batches stay invisible to readers until that sync.
+    pub fn append_unsynced(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let headers = validate_batches(batches, config.batch_bytes_max)?;
         let records: u64 = headers.iter().map(|h| u64::from(h.record_count)).sum();
         let bytes = batches.len() as u64;
         let mut st = self.write_state();
@@ -156,7 +178,7 @@ impl Log {
             let path = active.path.clone();
             return Err(self.fail_write(&mut st, write_pos, path, source));
         }
-        let index_interval = self.config.index_interval_bytes;
+        let index_interval = config.index_interval_bytes;
         let mut pos = write_pos;
         let mut next = base_offset;
         for header in &headers {
@@ -169,9 +191,6 @@ impl Log {
             st.oldest_unsynced_ms = Some(now_ms);
         }
         drop(st);
-        if self.config.sync == SyncPolicy::Always {
-            self.sync_through(next)?;
-        }
         Ok(AppendInfo { base_offset, last_offset: next - 1, batches: headers.len(), bytes })
     }
 
@@ -187,7 +206,7 @@ impl Log {
         let st = self.read_state();
         let active = st.active();
         let unsynced = active.size - active.synced_size;
-        match self.config.sync {
+        match self.config().sync {
             SyncPolicy::Always => unsynced > 0,
             SyncPolicy::Interval { interval_ms, bytes } => {
                 let waited = st.oldest_unsynced_ms.is_some_and(|t| now_ms.saturating_sub(t) >= interval_ms as i64);
@@ -291,11 +310,11 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
         let mut st = self.write_state();
         self.check_writable(&st)?;
-        let mut excess = match self.config.retention_bytes {
+        let mut excess = match self.config().retention_bytes {
             Some(limit) => st.segments.values().map(|s| s.size).sum::<u64>().saturating_sub(limit),
             None => 0,
         };
-        let retention_ms = self.config.retention_ms;
+        let retention_ms = self.config().retention_ms;
         let expired = |seg: &Segment| {
             retention_ms
                 .is_some_and(|ms| seg.max_timestamp != i64::MIN && now_ms.saturating_sub(seg.max_timestamp) > ms as i64)
@@ -334,7 +353,7 @@ impl Log {
     }
 
     pub(crate) fn high_watermark_of(&self, st: &State) -> u64 {
-        match self.config.sync {
+        match self.config().sync {
             SyncPolicy::Always => st.durable_end,
             SyncPolicy::Interval { .. } | SyncPolicy::Never => st.log_end(),
         }
@@ -370,9 +389,9 @@ impl Log {
         if active.size == 0 {
             return false;
         }
-        let too_big = active.size + bytes > self.config.segment_bytes;
+        let too_big = active.size + bytes > self.config().segment_bytes;
         let offsets_full = active.next_offset + records - active.base_offset > u64::from(u32::MAX);
-        let too_old = match (self.config.segment_ms, active.first_batch_timestamp) {
+        let too_old = match (self.config().segment_ms, active.first_batch_timestamp) {
             (Some(ms), Some(first)) => now_ms.saturating_sub(first) >= ms as i64,
             _ => false,
         };
@@ -386,7 +405,7 @@ impl Log {
     fn roll_locked(&self, st: &mut State) -> Result<(), LogError> {
         let result = (|| {
             let active = st.active_mut();
-            if self.config.sync == SyncPolicy::Always {
+            if self.config().sync == SyncPolicy::Always {
                 active.sync_data()?;
             }
             let synced = active.synced_size == active.size;
@@ -402,7 +421,9 @@ impl Log {
     }
 
     /// Fsyncs until `offset` is durable, unless another caller's fsync already covered it.
-    fn sync_through(&self, offset: u64) -> Result<(), LogError> {
+    /// Makes every offset below `offset` durable, sharing an fsync with concurrent
+    /// callers; returns at once if it already is.
+    pub fn sync_through(&self, offset: u64) -> Result<(), LogError> {
         let _guard = self.lock_sync();
         if self.read_state().durable_end >= offset {
             return Ok(());
@@ -448,7 +469,7 @@ impl Log {
         let (segment, _, position) = st.durable_point();
         let moved_segment = segment != st.checkpoint.recovery_segment;
         let unchecked = position.saturating_sub(st.checkpoint.recovery_position);
-        if moved_segment || unchecked >= self.config.checkpoint_interval_bytes {
+        if moved_segment || unchecked >= self.config().checkpoint_interval_bytes {
             let result = self.checkpoint_locked(&mut st, false);
             result.map_err(|e| self.fail(&mut st, e))?;
         }
@@ -568,7 +589,7 @@ impl Log {
         segment.file.set_len(position).map_err(|e| LogError::io("truncate", &segment.path, e))?;
         segment.file.sync_data().map_err(|e| LogError::io("fsync", &segment.path, e))?;
         segment.truncate_memory(position, new_end);
-        segment.refresh_after_truncate(self.config.index_interval_bytes)?;
+        segment.refresh_after_truncate(self.config().index_interval_bytes)?;
         segment.flush_indexes(true)?;
         st.refresh_durable_end();
         if st.active().synced_size == st.active().size {

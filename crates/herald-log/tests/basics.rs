@@ -117,7 +117,7 @@ fn reopening_after_clean_close_or_after_a_drop_keeps_everything() {
 fn retention_deletes_whole_old_segments_by_size_and_by_age() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { retention_bytes: Some(8192), ..small_config(SyncPolicy::Never) };
-    let log = open_fs(tmp.path(), config.clone());
+    let log = open_fs(tmp.path(), config);
     for i in 0..60 {
         log.append(&mut batch_bytes(2, 200, i), 0).expect("append");
     }

@@ -55,7 +55,7 @@ fn every_codec_is_stored_and_served_byte_identical() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config =
         LogConfig { segment_bytes: 16 * 1024, ..LogConfig { sync: SyncPolicy::Always, ..LogConfig::default() } };
-    let log = Log::open(Arc::new(FsStorage), tmp.path().join("users-0"), config.clone()).expect("open");
+    let log = Log::open(Arc::new(FsStorage), tmp.path().join("users-0"), config).expect("open");
     let mut expected = Vec::new();
     let mut sequence = 0;
     for round in 0..4 {

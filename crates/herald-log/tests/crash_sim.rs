@@ -111,7 +111,7 @@ fn run_one(seed: u64, policy: SyncPolicy) -> Result<Outcome, String> {
     let crash_op = 1 + rng.below(400);
     storage.crash_at_op(crash_op);
     let mut model = Model::default();
-    if let Ok(log) = open_fault(&storage, config.clone()) {
+    if let Ok(log) = open_fault(&storage, config) {
         workload(&log, &storage, &mut rng, &mut model)?;
     }
     storage.crash(if rng.below(2) == 0 { CrashMode::DropUnsynced } else { CrashMode::TearUnsynced });
@@ -121,7 +121,7 @@ fn run_one(seed: u64, policy: SyncPolicy) -> Result<Outcome, String> {
             eprintln!("after crash: {} {} bytes", path.display(), storage.read_file(&path).map_or(0, |b| b.len()));
         }
     }
-    let log = open_fault(&storage, config.clone()).map_err(|e| format!("reopen failed: {e}"))?;
+    let log = open_fault(&storage, config).map_err(|e| format!("reopen failed: {e}"))?;
     if std::env::var_os("HERALD_CRASH_DEBUG").is_some() {
         eprintln!(
             "recovered: start {} end {} segments {:?}",

@@ -76,7 +76,7 @@ fn after_a_write_error_the_log_refuses_writes() {
 fn enospc_is_a_clean_error_and_the_log_works_again_when_space_returns() {
     let storage = fault_storage(5);
     let config = small_config(SyncPolicy::Always);
-    let log = open_fault(&storage, config.clone()).expect("open");
+    let log = open_fault(&storage, config).expect("open");
     let mut acked = Vec::new();
     for i in 0..3 {
         append_ok(&log, &mut acked, i);

@@ -93,9 +93,10 @@ fn power_loss_at_any_point_leaves_the_old_or_the_new_registry() {
                         states.push(next);
                     } else {
                         // The attempted state may or may not have reached the disk.
-                        let mut attempt = TopicRegistry { topics: next.clone(), ..clone_for_model(&registry) };
+                        let mut attempt = clone_for_model(&registry);
+                        attempt.contents.topics = next.clone();
                         let _ = step(&mut attempt);
-                        states.push(attempt.topics);
+                        states.push(attempt.contents.topics);
                         break;
                     }
                 }
@@ -123,7 +124,19 @@ fn clone_for_model(registry: &TopicRegistry) -> TopicRegistry {
     TopicRegistry {
         storage: Arc::new(storage),
         dir: Path::new("/m").to_path_buf(),
-        topics: registry.topics.clone(),
+        contents: registry.contents.clone(),
         partitions_max: registry.partitions_max,
     }
+}
+
+#[test]
+fn properties_survive_a_reopen_and_do_not_show_as_topics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn Storage> = Arc::new(herald_log::FsStorage);
+    let mut registry = TopicRegistry::open(Arc::clone(&storage), dir.path(), 10).expect("open");
+    registry.set_property("cluster_id", "abc").expect("property");
+    registry.create("t", 1, BTreeMap::new()).expect("create");
+    let reopened = TopicRegistry::open(storage, dir.path(), 10).expect("reopen");
+    assert_eq!(reopened.property("cluster_id"), Some("abc"));
+    assert_eq!(reopened.topics().keys().collect::<Vec<_>>(), ["t"]);
 }

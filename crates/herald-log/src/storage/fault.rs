@@ -328,6 +328,31 @@ impl Storage for FaultStorage {
             .collect())
     }
 
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.lock();
+        s.check_alive()?;
+        if !s.live_dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(s.live_dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.check_alive()?;
+        if !s.live_dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        s.mutate()?;
+        s.live_files.retain(|p, _| !p.starts_with(dir));
+        s.live_dirs.retain(|p| !p.starts_with(dir));
+        Ok(())
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.check_alive()?;

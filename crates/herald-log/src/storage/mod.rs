@@ -30,6 +30,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Names of the files directly inside `dir` (not sorted).
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Names of the directories directly inside `dir` (not sorted).
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes `dir` and everything in it; durable after [`Storage::sync_dir`] on its parent.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Creates `dir` and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes the creations, renames and removals inside `dir` durable.

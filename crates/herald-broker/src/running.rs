@@ -1,0 +1,99 @@
+//! [`RunningBroker`]: bind, open the data directory, serve; and the orderly way down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald_log::FsStorage;
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::BrokerConfig;
+use crate::server::{Server, ServerConfig};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory: {0}")]
+    Broker(#[from] BrokerError),
+    /// Opening ran on a blocking thread that failed.
+    #[error("startup task failed: {0}")]
+    Task(String),
+}
+
+/// A broker serving Kafka clients on real files.
+#[derive(Debug)]
+pub struct RunningBroker {
+    server: Server,
+    broker: Arc<Broker>,
+}
+
+impl RunningBroker {
+    /// Binds `server.listen`, opens `config.data_dir` (recovering logs as needed) and
+    /// starts serving. An empty advertised host or a zero advertised port is taken from
+    /// the bound address.
+    pub async fn start(mut config: BrokerConfig, server: ServerConfig) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(server.listen)
+            .await
+            .map_err(|source| StartError::Listen { address: server.listen, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { address: server.listen, source })?;
+        if config.advertised_host.is_empty() {
+            config.advertised_host =
+                if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+        }
+        if config.advertised_port == 0 {
+            config.advertised_port = bound.port();
+        }
+        let data_dir = config.data_dir.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, Arc::new(FsStorage)))
+            .await
+            .map_err(|e| StartError::Task(e.to_string()))??;
+        let broker = Arc::new(broker);
+        let topics = broker.topics().len();
+        let server = Server::start(listener, server, Arc::clone(&broker))
+            .map_err(|source| StartError::Listen { address: bound, source })?;
+        tracing::info!(listen = %bound, data_dir = %data_dir.display(), topics, "herald broker ready");
+        Ok(Self { server, broker })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The broker state (for in-process inspection, e.g. tests).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, finishes in-flight requests, then flushes, fsyncs and marks every
+    /// log cleanly closed.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        self.server.shutdown().await;
+        let broker = self.broker;
+        let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(broker) {
+            Ok(broker) => broker.close(),
+            Err(shared) => {
+                tracing::warn!("broker still referenced at shutdown; fsyncing without the clean mark");
+                shared.sync_all()
+            }
+        })
+        .await;
+        let result = closed.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "shutdown task failed");
+            Ok(())
+        });
+        tracing::info!("herald broker stopped");
+        result
+    }
+}

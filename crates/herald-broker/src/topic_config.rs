@@ -1,0 +1,166 @@
+//! Topic configs: the Kafka names this broker understands and how they map onto a
+//! partition's [`LogConfig`].
+//!
+//! Only configs that change behaviour here are accepted; any other name is rejected with
+//! INVALID_CONFIG rather than stored and silently ignored.
+
+use std::collections::BTreeMap;
+
+use herald_log::LogConfig;
+
+/// Kafka's config types, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    /// A 32-bit integer.
+    Int = 3,
+    /// A 64-bit integer.
+    Long = 5,
+    /// A comma-separated list.
+    List = 7,
+}
+
+/// One topic config this broker supports.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDef {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ConfigType,
+    /// What it does, for DescribeConfigs with documentation.
+    pub doc: &'static str,
+}
+
+/// Every supported topic config, sorted by name.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef { name: "cleanup.policy", kind: ConfigType::List, doc: "Only \"delete\" (compaction is not supported)." },
+    ConfigDef { name: "max.message.bytes", kind: ConfigType::Int, doc: "Largest record batch accepted." },
+    ConfigDef {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        doc: "Delete old segments past this size; -1 for no limit.",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        doc: "Delete segments older than this; -1 for no limit.",
+    },
+    ConfigDef { name: "segment.bytes", kind: ConfigType::Int, doc: "Roll to a new segment file at this size." },
+    ConfigDef { name: "segment.ms", kind: ConfigType::Long, doc: "Roll to a new segment after this long." },
+];
+
+/// The definition of `name`, if supported.
+pub fn definition(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Applies topic overrides to the broker's log defaults; the error says which config is
+/// wrong and why, in words fit for the client.
+pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+    let mut config = *defaults;
+    for (name, value) in overrides {
+        apply(&mut config, name, value)?;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn apply(config: &mut LogConfig, name: &str, value: &str) -> Result<(), String> {
+    let long = || value.trim().parse::<i64>().map_err(|_| format!("{name}: {value:?} is not an integer"));
+    let optional = |v: i64| match v {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v as u64)),
+        _ => Err(format!("{name}: must be -1 or at least 0")),
+    };
+    match name {
+        "cleanup.policy" => {
+            if value.split(',').map(str::trim).any(|p| p != "delete") {
+                return Err(format!("cleanup.policy: {value:?} is not supported; only \"delete\" is"));
+            }
+        }
+        "max.message.bytes" => {
+            let v = long()?;
+            config.batch_bytes_max = u32::try_from(v)
+                .ok()
+                .filter(|v| *v >= 64)
+                .ok_or_else(|| format!("max.message.bytes: {v} is out of range (64 ..= {})", u32::MAX))?;
+        }
+        "retention.bytes" => config.retention_bytes = optional(long()?)?,
+        "retention.ms" => config.retention_ms = optional(long()?)?,
+        "segment.bytes" => {
+            let v = long()?;
+            config.segment_bytes = u64::try_from(v)
+                .ok()
+                .filter(|v| (1024..=u64::from(i32::MAX as u32)).contains(v))
+                .ok_or_else(|| format!("segment.bytes: {v} is out of range (1024 ..= {})", i32::MAX))?;
+        }
+        "segment.ms" => {
+            let v = long()?;
+            config.segment_ms = Some(u64::try_from(v).ok().filter(|v| *v >= 1).ok_or("segment.ms: must be positive")?);
+        }
+        _ => return Err(format!("unknown topic config {name:?}")),
+    }
+    Ok(())
+}
+
+/// The value a config has when a topic does not override it.
+pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
+    let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    Some(match name {
+        "cleanup.policy" => "delete".to_string(),
+        "max.message.bytes" => defaults.batch_bytes_max.to_string(),
+        "retention.bytes" => optional(defaults.retention_bytes),
+        "retention.ms" => optional(defaults.retention_ms),
+        "segment.bytes" => defaults.segment_bytes.to_string(),
+        "segment.ms" => optional(defaults.segment_ms),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_map_onto_the_log_config() {
+        let defaults = LogConfig::default();
+        let overrides: BTreeMap<String, String> = [
+            ("retention.ms", "-1"),
+            ("retention.bytes", "1048576"),
+            ("segment.bytes", "4096"),
+            ("max.message.bytes", "2000"),
+            ("cleanup.policy", "delete"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = log_config(&defaults, &overrides).expect("valid");
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.retention_bytes, Some(1_048_576));
+        assert_eq!(config.segment_bytes, 4096);
+        assert_eq!(config.batch_bytes_max, 2000);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_names_are_rejected_with_the_name() {
+        let defaults = LogConfig::default();
+        for (name, value) in [
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "soon"),
+            ("retention.ms", "-2"),
+            ("segment.bytes", "10"),
+            ("max.message.bytes", "-1"),
+            ("compression.type", "zstd"),
+        ] {
+            let overrides = BTreeMap::from([(name.to_string(), value.to_string())]);
+            let error = log_config(&defaults, &overrides).expect_err(name);
+            assert!(error.contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_supported_config_has_a_default() {
+        for def in TOPIC_CONFIGS {
+            assert!(default_value(&LogConfig::default(), def.name).is_some(), "{}", def.name);
+        }
+    }
+}

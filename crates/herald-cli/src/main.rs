@@ -1,0 +1,37 @@
+//! `herald`: run a Herald broker (`herald serve`), and (growing) tools for any
+//! Kafka-compatible cluster. It refuses to guess: bad settings are one clear error line
+//! and a non-zero exit. Its key choice is one settings path for every command: flags,
+//! then `HERALD_*` environment variables, then an optional TOML file, then defaults.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald: an event-driven platform on the Kafka protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: Kafka clients connect to --listen (127.0.0.1:9092 by default).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `herald serve`: settings from flags, environment and TOML; start; stop on a signal.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use herald_broker::{BrokerConfig, Durability, RunningBroker, ServerConfig};
+use serde::Deserialize;
+
+/// Settings of `herald serve`. Each flag also reads an environment variable; anything
+/// unset falls back to the TOML file given by --config, then to the default.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
+    #[arg(long, env = "HERALD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for topics and partition logs [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// When a produce is acknowledged: `fsync` (after an fsync covers it; the default)
+    /// or `interval:<ms>` (from the page cache, fsync every <ms>).
+    #[arg(long, env = "HERALD_DURABILITY")]
+    durability: Option<String>,
+    /// Create topics on first use, like KAFKA_AUTO_CREATE_TOPICS_ENABLE [default: true].
+    #[arg(long, env = "HERALD_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of a topic created without a count [default: 3].
+    #[arg(long, env = "HERALD_DEFAULT_PARTITIONS")]
+    default_partitions: Option<u32>,
+    /// Host clients are told to connect to [default: the listen address].
+    #[arg(long, env = "HERALD_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Most open client connections [default: 1000].
+    #[arg(long, env = "HERALD_CONNECTIONS_MAX")]
+    connections_max: Option<usize>,
+    /// Largest request in bytes [default: 104857600].
+    #[arg(long, env = "HERALD_REQUEST_BYTES_MAX")]
+    request_bytes_max: Option<u32>,
+    /// Requests answered at once per connection [default: 32].
+    #[arg(long, env = "HERALD_IN_FLIGHT_MAX")]
+    in_flight_max: Option<usize>,
+    /// Log filter, e.g. `info` or `herald_broker=debug` [default: info].
+    #[arg(long, env = "HERALD_LOG")]
+    log: Option<String>,
+}
+
+/// The TOML file: the same settings, plus log defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
+    advertised_host: Option<String>,
+    connections_max: Option<usize>,
+    request_bytes_max: Option<u32>,
+    in_flight_max: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    log: Option<String>,
+    /// Default `retention.ms` of topics (-1: keep forever).
+    retention_ms: Option<i64>,
+    /// Default `retention.bytes` of topics (-1: no limit).
+    retention_bytes: Option<i64>,
+    /// Default `segment.bytes` of topics.
+    segment_bytes: Option<u64>,
+    /// Default `max.message.bytes` of topics.
+    max_message_bytes: Option<u32>,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileSettings::default(),
+    };
+    let filter = args.log.clone().or(file.log.clone()).unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let (broker, server) = settings(args, file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async move {
+        let running = RunningBroker::start(broker, server).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down: finishing in-flight requests, then flushing logs");
+        running.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid settings file", path.display()))
+}
+
+fn settings(args: ServeArgs, file: FileSettings) -> anyhow::Result<(BrokerConfig, ServerConfig)> {
+    let mut broker = BrokerConfig::default();
+    let mut server = ServerConfig::default();
+    if let Some(listen) = args.listen.or(file.listen) {
+        server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir.or(file.data_dir) {
+        broker.data_dir = dir;
+    }
+    if let Some(durability) = args.durability.or(file.durability) {
+        broker.durability = parse_durability(&durability)?;
+    }
+    if let Some(auto) = args.auto_create_topics.or(file.auto_create_topics) {
+        broker.auto_create_topics = auto;
+    }
+    if let Some(partitions) = args.default_partitions.or(file.default_partitions) {
+        if partitions == 0 {
+            bail!("default_partitions must be at least 1");
+        }
+        broker.default_partitions = partitions;
+    }
+    if let Some(host) = args.advertised_host.or(file.advertised_host) {
+        broker.advertised_host = host;
+    }
+    if let Some(n) = args.connections_max.or(file.connections_max) {
+        server.connections_max = n;
+    }
+    if let Some(n) = args.request_bytes_max.or(file.request_bytes_max) {
+        server.request_bytes_max = n;
+    }
+    if let Some(n) = args.in_flight_max.or(file.in_flight_max) {
+        server.in_flight_max = n.max(1);
+    }
+    if let Some(ms) = file.idle_timeout_ms {
+        server.idle_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.request_timeout_ms {
+        server.request_timeout = Duration::from_millis(ms);
+    }
+    let unlimited = |v: i64| u64::try_from(v).ok();
+    if let Some(ms) = file.retention_ms {
+        broker.log.retention_ms = unlimited(ms);
+    }
+    if let Some(bytes) = file.retention_bytes {
+        broker.log.retention_bytes = unlimited(bytes);
+    }
+    if let Some(bytes) = file.segment_bytes {
+        broker.log.segment_bytes = bytes;
+    }
+    if let Some(bytes) = file.max_message_bytes {
+        broker.log.batch_bytes_max = bytes;
+    }
+    broker.log_defaults().validate().context("log settings")?;
+    Ok((broker, server))
+}
+
+fn parse_durability(text: &str) -> anyhow::Result<Durability> {
+    if text == "fsync" {
+        return Ok(Durability::Fsync);
+    }
+    if let Some(ms) = text.strip_prefix("interval:") {
+        let ms: u64 = ms.trim_end_matches("ms").parse().with_context(|| format!("durability {text:?}"))?;
+        if ms == 0 {
+            bail!("durability interval must be at least 1 ms");
+        }
+        return Ok(Durability::Interval(Duration::from_millis(ms)));
+    }
+    bail!("durability {text:?}: use `fsync` or `interval:<ms>`")
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_parses_both_forms_and_rejects_others() {
+        assert_eq!(parse_durability("fsync").expect("fsync"), Durability::Fsync);
+        assert_eq!(
+            parse_durability("interval:250").expect("interval"),
+            Durability::Interval(Duration::from_millis(250))
+        );
+        assert!(parse_durability("sometimes").is_err());
+        assert!(parse_durability("interval:0").is_err());
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_unset() {
+        let file: FileSettings = toml::from_str(
+            "listen = \"127.0.0.1:19092\"\ndata_dir = \"/tmp/x\"\ndefault_partitions = 6\nretention_ms = -1\n",
+        )
+        .expect("toml");
+        let args = ServeArgs {
+            listen: None,
+            data_dir: Some(PathBuf::from("/tmp/flag")),
+            config: None,
+            durability: None,
+            auto_create_topics: None,
+            default_partitions: None,
+            advertised_host: None,
+            connections_max: None,
+            request_bytes_max: None,
+            in_flight_max: None,
+            log: None,
+        };
+        let (broker, server) = settings(args, file).expect("settings");
+        assert_eq!(server.listen, "127.0.0.1:19092".parse().expect("addr"));
+        assert_eq!(broker.data_dir, PathBuf::from("/tmp/flag"));
+        assert_eq!(broker.default_partitions, 6);
+        assert_eq!(broker.log.retention_ms, None);
+    }
+
+    #[test]
+    fn unknown_file_settings_are_rejected() {
+        assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+}
