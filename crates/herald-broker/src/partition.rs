@@ -164,3 +164,106 @@ fn rebuild_producer_state(log: &Log, config: ProducerStateConfig, now_ms: i64) -
     state.expire(now_ms);
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use herald_log::FsStorage;
+
+    use super::*;
+
+    /// A one-record batch from producer `id` with sequence `sequence` (CRC recomputed).
+    fn idempotent_batch(id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+        let mut batch = herald_log::testing::batch_bytes(1, 8, 1_700_000_000_000);
+        batch[43..51].copy_from_slice(&id.to_be_bytes());
+        batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+        batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    fn open(dir: &std::path::Path, now: i64) -> Partition {
+        Partition::open(
+            Arc::new(FsStorage),
+            dir.to_path_buf(),
+            LogConfig::default(),
+            ProducerStateConfig::default(),
+            now,
+        )
+        .expect("open")
+    }
+
+    #[test]
+    fn a_retry_after_a_restart_gets_its_original_offset() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("t-0");
+        let now = 1_700_000_000_000;
+        let partition = open(&dir, now);
+        let mut offsets = Vec::new();
+        for sequence in 0..8 {
+            let appended = partition.append(&mut idempotent_batch(7, 0, sequence), 1 << 20, now).expect("append");
+            partition.log().sync_through(appended.durable_at).expect("sync");
+            offsets.push(appended.base_offset);
+        }
+        partition.into_log().close().expect("close");
+
+        let reopened = open(&dir, now + 1000);
+        // The last batch, retried: its original offset, nothing appended.
+        let retried = reopened.append(&mut idempotent_batch(7, 0, 7), 1 << 20, now).expect("duplicate");
+        assert_eq!(retried.base_offset, offsets[7]);
+        assert_eq!(reopened.log().log_end_offset(), 8);
+        // Older than the five remembered batches: DUPLICATE_SEQUENCE_NUMBER.
+        let old = reopened.append(&mut idempotent_batch(7, 0, 1), 1 << 20, now).expect_err("too old");
+        assert_eq!(old.code, ResponseError::DuplicateSequenceNumber.code());
+        // A gap: OUT_OF_ORDER_SEQUENCE_NUMBER. The next one in line: appended.
+        let gap = reopened.append(&mut idempotent_batch(7, 0, 10), 1 << 20, now).expect_err("gap");
+        assert_eq!(gap.code, ResponseError::OutOfOrderSequenceNumber.code());
+        let next = reopened.append(&mut idempotent_batch(7, 0, 8), 1 << 20, now).expect("next");
+        assert_eq!(next.base_offset, 8);
+        // A stale epoch is fenced.
+        let stale = reopened.append(&mut idempotent_batch(7, -1, 9), 1 << 20, now).expect_err("fenced");
+        assert_eq!(stale.code, ResponseError::InvalidProducerEpoch.code());
+    }
+
+    #[test]
+    fn producers_older_than_the_expiration_are_not_rebuilt() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("t-0");
+        let written = 1_700_000_000_000;
+        let partition = open(&dir, written);
+        let appended = partition.append(&mut idempotent_batch(3, 0, 0), 1 << 20, written).expect("append");
+        partition.log().sync_through(appended.durable_at).expect("sync");
+        partition.into_log().close().expect("close");
+        let day_later = written + ProducerStateConfig::default().expiration_ms + 60_000;
+        let reopened = open(&dir, day_later);
+        let retried = reopened.append(&mut idempotent_batch(3, 0, 1), 1 << 20, day_later).expect_err("forgotten");
+        assert_eq!(retried.code, ResponseError::UnknownProducerId.code());
+    }
+
+    #[test]
+    fn several_batches_in_one_request_and_transactional_batches_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let partition = open(&tmp.path().join("t-0"), 0);
+        let mut two = herald_log::testing::batch_bytes(1, 8, 0);
+        two.extend(herald_log::testing::batch_bytes(1, 8, 0));
+        let error = partition.append(&mut two, 1 << 20, 0).expect_err("two batches");
+        assert_eq!(error.code, ResponseError::InvalidRecord.code());
+        let mut big = herald_log::testing::batch_bytes(1, 4000, 0);
+        let error = partition.append(&mut big, 1000, 0).expect_err("too large");
+        assert_eq!(error.code, ResponseError::MessageTooLarge.code());
+        let mut corrupt = herald_log::testing::batch_bytes(1, 8, 0);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let error = partition.append(&mut corrupt, 1 << 20, 0).expect_err("corrupt");
+        assert_eq!(error.code, ResponseError::CorruptMessage.code());
+        let mut transactional = idempotent_batch(5, 0, 0);
+        transactional[22] |= 0x10;
+        let crc = crc32c::crc32c(&transactional[21..]);
+        transactional[17..21].copy_from_slice(&crc.to_be_bytes());
+        let error = partition.append(&mut transactional, 1 << 20, 0).expect_err("transactional");
+        assert_eq!(error.code, ResponseError::InvalidRecord.code());
+        assert_eq!(partition.log().log_end_offset(), 0, "nothing refused was written");
+    }
+}

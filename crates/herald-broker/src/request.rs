@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::api;
@@ -120,12 +120,15 @@ impl std::fmt::Debug for Reply {
     }
 }
 
-/// The decoded request header plus what the handlers need to answer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Call {
-    pub(crate) api: ApiKey,
-    pub(crate) version: i16,
-    pub(crate) correlation_id: i32,
+/// The decoded request header: which API, at which version, and the id to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// The API.
+    pub api: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// Echoed in the response.
+    pub correlation_id: i32,
 }
 
 impl Call {
@@ -135,10 +138,21 @@ impl Call {
     }
 }
 
-/// Answers one request frame (without its length prefix). Blocking: handlers may fsync,
-/// so the server calls this off the async threads, one frame of a connection at a time,
-/// which keeps each connection's requests applied in order.
-pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameError> {
+/// A request frame, decoded but not yet acted on.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A supported API at a supported version.
+    Request(Call, Box<RequestKind>),
+    /// ApiVersions at a version this broker does not know: answered with the v0 fallback.
+    ApiVersionsFallback {
+        /// Echoed in the response.
+        correlation_id: i32,
+    },
+}
+
+/// Decodes one request frame (without its length prefix): header checks, version gating,
+/// then the body with `kafka-protocol`. Pure, so it is what the fuzz target drives.
+pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
     if frame.len() < 8 {
         return Err(FrameError::Truncated(frame.len()));
     }
@@ -147,57 +161,77 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameEr
     let version = fixed.get_i16();
     let correlation_id = fixed.get_i32();
     let api = ApiKey::try_from(api_key).map_err(|()| FrameError::UnknownApiKey(api_key))?;
+    tracing::trace!(?api, version, correlation_id, bytes = frame.len(), "request");
     let supported = supported_versions(api).is_some_and(|(min, max)| (min..=max).contains(&version));
     if !supported {
         return match api {
-            ApiKey::ApiVersions => Ok(Reply::Ready(Some(api_versions_fallback(correlation_id)))),
+            ApiKey::ApiVersions => Ok(Decoded::ApiVersionsFallback { correlation_id }),
             _ => Err(FrameError::Unsupported { api, version }),
         };
     }
     let mut body = frame;
     RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(malformed(api, version, "header"))?;
     let call = Call { api, version, correlation_id };
+    let b = &mut body;
+    let request = match api {
+        ApiKey::ApiVersions => RequestKind::ApiVersions(decode_body(b, call)?),
+        ApiKey::Metadata => RequestKind::Metadata(decode_body(b, call)?),
+        ApiKey::Produce => RequestKind::Produce(decode_body(b, call)?),
+        ApiKey::Fetch => RequestKind::Fetch(decode_body(b, call)?),
+        ApiKey::ListOffsets => RequestKind::ListOffsets(decode_body(b, call)?),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(decode_body(b, call)?),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(decode_body(b, call)?),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(decode_body(b, call)?),
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(decode_body(b, call)?),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(decode_body(b, call)?),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(decode_body(b, call)?),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(decode_body(b, call)?),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(decode_body(b, call)?),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(decode_body(b, call)?),
+        _ => return Err(FrameError::Unsupported { api, version }),
+    };
+    Ok(Decoded::Request(call, Box::new(request)))
+}
+
+/// Answers one request frame (without its length prefix). Blocking: handlers may fsync,
+/// so the server calls this off the async threads, one frame of a connection at a time,
+/// which keeps each connection's requests applied in order.
+pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameError> {
+    let (call, request) = match decode_request(frame)? {
+        Decoded::Request(call, request) => (call, request),
+        Decoded::ApiVersionsFallback { correlation_id } => {
+            return Ok(Reply::Ready(Some(api_versions_fallback(correlation_id))));
+        }
+    };
+    let version = call.version;
     let ready = |bytes: Result<Bytes, FrameError>| bytes.map(|b| Reply::Ready(Some(b)));
-    match api {
-        ApiKey::ApiVersions => {
-            // The request carries only the client's name and version; nothing to act on.
-            let _: ApiVersionsRequest = decode_body(&mut body, call)?;
-            ready(call.respond(&api_versions_response()))
-        }
-        ApiKey::Metadata => ready(call.respond(&api::metadata(broker, decode_body(&mut body, call)?, version))),
-        ApiKey::Produce => api::produce(broker, decode_body(&mut body, call)?, call),
-        ApiKey::Fetch => api::fetch(broker, decode_body(&mut body, call)?, call),
-        ApiKey::ListOffsets => ready(call.respond(&api::list_offsets(broker, decode_body(&mut body, call)?))),
-        ApiKey::CreateTopics => {
-            ready(call.respond(&api::create_topics(broker, decode_body(&mut body, call)?, version)))
-        }
-        ApiKey::DeleteTopics => {
-            ready(call.respond(&api::delete_topics(broker, decode_body(&mut body, call)?, version)))
-        }
-        ApiKey::CreatePartitions => ready(call.respond(&api::create_partitions(broker, decode_body(&mut body, call)?))),
-        ApiKey::DescribeConfigs => {
-            ready(call.respond(&api::describe_configs(broker, decode_body(&mut body, call)?, version)))
-        }
-        ApiKey::AlterConfigs => ready(call.respond(&api::alter_configs(broker, decode_body(&mut body, call)?))),
-        ApiKey::IncrementalAlterConfigs => {
-            ready(call.respond(&api::incremental_alter_configs(broker, decode_body(&mut body, call)?)))
-        }
-        ApiKey::DeleteRecords => ready(call.respond(&api::delete_records(broker, decode_body(&mut body, call)?))),
-        ApiKey::DescribeCluster => ready(call.respond(&api::describe_cluster(broker))),
-        ApiKey::InitProducerId => ready(call.respond(&api::init_producer_id(broker, decode_body(&mut body, call)?))),
-        _ => Err(FrameError::Unsupported { api, version }),
+    match *request {
+        // The request carries only the client's name and version; nothing to act on.
+        RequestKind::ApiVersions(_) => ready(call.respond(&api_versions_response())),
+        RequestKind::Metadata(r) => ready(call.respond(&api::metadata(broker, r, version))),
+        RequestKind::Produce(r) => api::produce(broker, r, call),
+        RequestKind::Fetch(r) => api::fetch(broker, r, call),
+        RequestKind::ListOffsets(r) => ready(call.respond(&api::list_offsets(broker, r))),
+        RequestKind::CreateTopics(r) => ready(call.respond(&api::create_topics(broker, r, version))),
+        RequestKind::DeleteTopics(r) => ready(call.respond(&api::delete_topics(broker, r, version))),
+        RequestKind::CreatePartitions(r) => ready(call.respond(&api::create_partitions(broker, r))),
+        RequestKind::DescribeConfigs(r) => ready(call.respond(&api::describe_configs(broker, r, version))),
+        RequestKind::AlterConfigs(r) => ready(call.respond(&api::alter_configs(broker, r))),
+        RequestKind::IncrementalAlterConfigs(r) => ready(call.respond(&api::incremental_alter_configs(broker, r))),
+        RequestKind::DeleteRecords(r) => ready(call.respond(&api::delete_records(broker, r))),
+        RequestKind::DescribeCluster(_) => ready(call.respond(&api::describe_cluster(broker))),
+        RequestKind::InitProducerId(r) => ready(call.respond(&api::init_producer_id(broker, r))),
+        _ => Err(FrameError::Unsupported { api: call.api, version }),
     }
 }
 
-/// Decodes a request body at the call's version; trailing bytes are an error.
+/// Decodes a request body at the call's version. Bytes left over after the body are
+/// ignored, as Kafka ignores them: librdkafka 2.0.2 (Debian's kcat) appends three bytes
+/// to its all-topics Metadata v12 request.
 fn decode_body<R: Decodable>(body: &mut Bytes, call: Call) -> Result<R, FrameError> {
     let request = R::decode(body, call.version).map_err(malformed(call.api, call.version, "body"))?;
     if body.has_remaining() {
-        return Err(FrameError::Malformed {
-            api: call.api,
-            version: call.version,
-            reason: format!("{} trailing bytes", body.remaining()),
-        });
+        tracing::debug!(api = ?call.api, version = call.version, bytes = body.remaining(), "ignoring trailing request bytes");
     }
     Ok(request)
 }

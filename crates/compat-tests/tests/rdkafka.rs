@@ -1,0 +1,246 @@
+//! The broker against librdkafka (through rdkafka): idempotent keyed produce, every
+//! compression codec, manual-assignment consume, ListOffsets, restart, and retries
+//! through a proxy that cuts connections.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herald_broker::BrokerConfig;
+use herald_compat_tests::TestBroker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use herald_compat_tests::proxy::CuttingProxy;
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+struct Consumed {
+    partition: i32,
+    offset: i64,
+    key: String,
+    value: u64,
+}
+
+async fn create_topic(broker: &TestBroker, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = broker.client().create().expect("admin client");
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("CreateTopics answered");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+fn producer(bootstrap: &str, compression: &str) -> FutureProducer {
+    producer_with(bootstrap, compression, &[])
+}
+
+fn producer_with(bootstrap: &str, compression: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("compression.codec", compression)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends `count` messages keyed `key-<i % keys>` with value `i`; returns each delivery's
+/// (partition, offset) by message index.
+async fn produce_keyed(producer: &FutureProducer, topic: &str, count: u64, keys: u64) -> Vec<(i32, i64)> {
+    let mut pending = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let key = format!("key-{}", i % keys);
+        let value = i.to_string();
+        let record = FutureRecord::to(topic).key(&key).payload(&value);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+    }
+    let mut placed = Vec::with_capacity(pending.len());
+    for delivery in pending {
+        let delivery = delivery.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
+        placed.push((delivery.partition, delivery.offset));
+    }
+    placed
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` records arrived.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // librdkafka wants a group id even for manual assignment; nothing is committed.
+        .set("group.id", "herald-compat-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        assert!(Instant::now() < deadline, "only {} of {expected} records arrived", out.len());
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("consume");
+        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf8 key");
+        let value = std::str::from_utf8(message.payload().expect("payload")).expect("utf8").parse().expect("number");
+        out.push(Consumed { partition: message.partition(), offset: message.offset(), key, value });
+    }
+    // Nothing beyond what was produced shows up.
+    let extra = consumer.poll(Duration::from_millis(500));
+    assert!(extra.is_none(), "an unexpected extra record: {:?}", extra.map(|m| m.map(|m| m.offset())));
+    out
+}
+
+/// Every value exactly once; per key, values in increasing order, all on one partition.
+fn check_exactly_once_in_key_order(records: &[Consumed], count: u64) {
+    let mut seen = vec![false; count as usize];
+    let mut last_per_key: HashMap<&str, (i32, u64)> = HashMap::new();
+    for r in records {
+        assert!(!std::mem::replace(&mut seen[r.value as usize], true), "value {} delivered twice", r.value);
+        if let Some(&(partition, previous)) = last_per_key.get(r.key.as_str()) {
+            assert_eq!(partition, r.partition, "key {} moved partitions", r.key);
+            assert!(previous < r.value, "key {}: {} after {}", r.key, r.value, previous);
+        }
+        last_per_key.insert(&r.key, (r.partition, r.value));
+    }
+    assert!(seen.iter().all(|s| *s), "some values never arrived");
+}
+
+fn latest_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("consumer");
+    (0..partitions)
+        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("ListOffsets").1)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_keyed_produce_of_200k_reads_back_exactly_in_key_order() {
+    let broker = TestBroker::start().await;
+    let topic = "user.created";
+    create_topic(&broker, topic, 6).await;
+    let count = 200_000;
+    let placed = produce_keyed(&producer(&broker.bootstrap(), "none"), topic, count, 1000).await;
+    let records = consume_all(&broker.bootstrap(), topic, 6, count as usize);
+    check_exactly_once_in_key_order(&records, count);
+    // The consumer saw each message where the producer was told it went.
+    for r in &records {
+        assert_eq!(placed[r.value as usize], (r.partition, r.offset), "value {}", r.value);
+    }
+    // ListOffsets(latest) is the last offset + 1 on every partition.
+    let mut last = [-1i64; 6];
+    for &(p, o) in &placed {
+        last[p as usize] = last[p as usize].max(o);
+    }
+    let latest = latest_offsets(&broker.bootstrap(), topic, 6);
+    assert_eq!(latest, last.iter().map(|o| o + 1).collect::<Vec<_>>());
+    assert!(last.iter().all(|o| *o > 0), "murmur2 spread keys over all partitions: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_codec_round_trips() {
+    let broker = TestBroker::start().await;
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("compressed-{codec}");
+        create_topic(&broker, &topic, 3).await;
+        let count = 20_000;
+        produce_keyed(&producer(&broker.bootstrap(), codec), &topic, count, 100).await;
+        let records = consume_all(&broker.bootstrap(), &topic, 3, count as usize);
+        check_exactly_once_in_key_order(&records, count);
+        let latest: i64 = latest_offsets(&broker.bootstrap(), &topic, 3).iter().sum();
+        assert_eq!(latest, count as i64, "{codec}: ListOffsets(latest) sums to the record count");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_latest_is_last_offset_plus_one_after_every_produce_pattern() {
+    let broker = TestBroker::start().await;
+    let topic = "patterns";
+    create_topic(&broker, topic, 2).await;
+    let producer = producer(&broker.bootstrap(), "none");
+    let mut expected_next = [0i64; 2];
+    // Single records, small bursts, a large burst, then single records again.
+    for burst in [1u64, 1, 7, 100, 1, 5_000, 33, 1, 50_000, 2] {
+        let mut pending = Vec::new();
+        for i in 0..burst {
+            let value = i.to_string();
+            let partition = (i % 2) as i32;
+            let record = FutureRecord::<(), _>::to(topic).partition(partition).payload(&value);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+        }
+        for delivery in pending {
+            let d = delivery.await.expect("reported").map_err(|(e, _)| e).expect("delivered");
+            assert_eq!(d.offset, expected_next[d.partition as usize], "offsets are dense and in order");
+            expected_next[d.partition as usize] += 1;
+        }
+        assert_eq!(latest_offsets(&broker.bootstrap(), topic, 2), expected_next.to_vec(), "after a burst of {burst}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_every_record_and_offsets_continue() {
+    let mut broker = TestBroker::start().await;
+    let topic = "orders";
+    create_topic(&broker, topic, 3).await;
+    let first = produce_keyed(&producer(&broker.bootstrap(), "lz4"), topic, 10_000, 50).await;
+    broker.restart().await;
+    let latest = latest_offsets(&broker.bootstrap(), topic, 3);
+    assert_eq!(latest.iter().sum::<i64>(), 10_000);
+    let records = consume_all(&broker.bootstrap(), topic, 3, 10_000);
+    check_exactly_once_in_key_order(&records, 10_000);
+    // A new producer after the restart appends after the old records.
+    let more = produce_keyed(&producer(&broker.bootstrap(), "none"), topic, 100, 50).await;
+    for (p, o) in more {
+        assert!(o >= latest[p as usize], "offset {o} on partition {p} reuses an old offset");
+    }
+    assert_eq!(first.len(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_through_cut_connections_leave_no_duplicate_and_no_gap() {
+    // Clients must reach the broker only through the proxy, so it advertises the proxy.
+    let proxy = CuttingProxy::bind().await;
+    let config = BrokerConfig {
+        advertised_host: "127.0.0.1".into(),
+        advertised_port: proxy.addr().port(),
+        ..BrokerConfig::default()
+    };
+    let broker = TestBroker::start_with(config, Default::default()).await;
+    proxy.start(broker.addr(), 5, 10);
+    let topic = "payments";
+    create_topic(&broker, topic, 3).await;
+    let count = 30_000;
+    // Small batches, so there are many produce requests to cut; quick reconnects, so the
+    // cuts do not run into the message timeout.
+    let quick = [("batch.num.messages", "200"), ("reconnect.backoff.ms", "10"), ("reconnect.backoff.max.ms", "100")];
+    let producer = producer_with(&proxy.addr().to_string(), "none", &quick);
+    let placed = produce_keyed(&producer, topic, count, 200).await;
+    assert!(proxy.cuts() > 0, "the proxy cut no connection, so nothing was retried");
+    let records = consume_all(&broker.bootstrap(), topic, 3, count as usize);
+    check_exactly_once_in_key_order(&records, count);
+    // No gap: each partition holds offsets 0..n exactly.
+    let mut per_partition: HashMap<i32, Vec<i64>> = HashMap::new();
+    for r in &records {
+        per_partition.entry(r.partition).or_default().push(r.offset);
+    }
+    for (p, mut offsets) in per_partition {
+        offsets.sort_unstable();
+        assert!(offsets.iter().enumerate().all(|(i, o)| i as i64 == *o), "partition {p} has a gap");
+    }
+    assert_eq!(placed.len(), count as usize);
+}
