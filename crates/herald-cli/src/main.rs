@@ -3,6 +3,7 @@
 //! and a non-zero exit. Its key choice is one settings path for every command: flags,
 //! then `HERALD_*` environment variables, then an optional TOML file, then defaults.
 
+mod bench;
 mod serve;
 
 use std::process::ExitCode;
@@ -20,12 +21,15 @@ struct Cli {
 enum Command {
     /// Run the broker: Kafka clients connect to --listen (127.0.0.1:9092 by default).
     Serve(serve::ServeArgs),
+    /// Measure a Kafka-compatible broker: produce or consume as fast as it allows.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,297 @@
+//! `herald bench produce|consume`: a Rust load generator (librdkafka through rdkafka) for
+//! any Kafka-compatible broker. Produce reports throughput and per-message ack latency
+//! (send to delivery report); consume reads a topic from the beginning and reports
+//! throughput. `--json` prints one JSON object for scripts.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Which {
+    /// Produce messages as fast as the broker acknowledges them.
+    Produce(ProduceArgs),
+    /// Read a topic from the beginning as fast as possible.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Bootstrap brokers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic to use (created if missing, with --partitions).
+    #[arg(long, default_value = "herald-bench")]
+    topic: String,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of messages.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Partitions when the topic is created.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// `acks`: all, 1 or 0.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// `linger.ms`.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
+    /// `compression.codec`: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// `batch.size` in bytes.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_bytes: u32,
+    /// Idempotent producer.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    idempotence: bool,
+    /// Messages per second to offer (0: as fast as possible). Ack latency means queueing
+    /// time when the offered rate exceeds what the broker sustains; set a rate to see it
+    /// without the queue.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// `fetch.max.bytes` / `max.partition.fetch.bytes`.
+    #[arg(long, default_value_t = 1 << 20)]
+    fetch_bytes: u32,
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    match args.which {
+        Which::Produce(a) => produce(&runtime, a),
+        Which::Consume(a) => consume(&runtime, a),
+    }
+}
+
+/// Records each delivery's latency (opaque = send time in ns since `start`).
+struct LatencyContext {
+    start: Instant,
+    latencies_us: Mutex<Vec<u32>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        let now_ns = self.start.elapsed().as_nanos() as usize;
+        match result {
+            Ok(_) => {
+                let us = (now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as usize) as u32;
+                self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+            }
+            Err((error, _)) => {
+                let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+                if errors.len() < 5 {
+                    errors.push(error.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn ensure_topic(runtime: &tokio::runtime::Runtime, brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().context("creating the admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = runtime
+        .block_on(admin.create_topics(&[new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .with_context(|| format!("creating topic {topic} on {brokers}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+fn produce(runtime: &tokio::runtime::Runtime, args: ProduceArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    ensure_topic(runtime, &c.brokers, &c.topic, args.partitions)?;
+    let context = LatencyContext {
+        start: Instant::now(),
+        latencies_us: Mutex::new(Vec::with_capacity(args.messages as usize)),
+        errors: Mutex::new(Vec::new()),
+    };
+    let producer: ThreadedProducer<LatencyContext> = ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .set("acks", &args.acks)
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("compression.codec", &args.compression)
+        .set("batch.size", args.batch_bytes.to_string())
+        .set("enable.idempotence", args.idempotence.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(context)
+        .context("creating the producer")?;
+    let value = vec![b'x'; args.size];
+    let started = Instant::now();
+    for i in 0..args.messages {
+        if args.rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut sent_ns = producer.context().start.elapsed().as_nanos() as usize;
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&c.topic, sent_ns).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                    sent_ns = producer.context().start.elapsed().as_nanos() as usize;
+                    record = back;
+                    record.delivery_opaque = sent_ns;
+                }
+                Err((error, _)) => bail!("send failed: {error}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).context("flushing the producer")?;
+    let elapsed = started.elapsed();
+    let context = producer.context();
+    let errors = context.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if !errors.is_empty() {
+        bail!("deliveries failed, e.g. {}", errors.join("; "));
+    }
+    let mut latencies = context.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let report = Report {
+        mode: "produce",
+        messages: latencies.len() as u64,
+        bytes: latencies.len() as u64 * args.size as u64,
+        seconds: elapsed.as_secs_f64(),
+        latency_us: Some([pct(0.5), pct(0.99), pct(0.999)]),
+    };
+    let rate = if args.rate == 0 { "max".to_string() } else { args.rate.to_string() };
+    let settings =
+        format!("acks={} linger.ms={} compression={} rate={rate}", args.acks, args.linger_ms, args.compression);
+    report.print(c.json, &settings);
+    Ok(())
+}
+
+fn consume(runtime: &tokio::runtime::Runtime, args: ConsumeArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .set("group.id", "herald-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", (args.fetch_bytes.max(1 << 20) * 50).to_string())
+        .set("max.partition.fetch.bytes", args.fetch_bytes.to_string())
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()
+        .context("creating the consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&c.topic), Duration::from_secs(10))
+        .with_context(|| format!("reading metadata of {}", c.topic))?;
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    if partitions == 0 {
+        bail!("topic {} does not exist or has no partitions", c.topic);
+    }
+    let _ = runtime; // consume needs no async work; the runtime is shared with produce
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(&c.topic, p, Offset::Beginning).context("assignment")?;
+    }
+    consumer.assign(&assignment).context("assigning partitions")?;
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    let mut started = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count < args.messages {
+        if Instant::now() > deadline {
+            bail!("only {count} of {} messages arrived within 10 minutes", args.messages);
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                started.get_or_insert_with(Instant::now);
+                count += 1;
+                bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            Some(Err(error)) => bail!("consume failed: {error}"),
+            None => {}
+        }
+    }
+    let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let report = Report { mode: "consume", messages: count, bytes, seconds, latency_us: None };
+    report.print(c.json, &format!("fetch bytes={}", args.fetch_bytes));
+    Ok(())
+}
+
+struct Report {
+    mode: &'static str,
+    messages: u64,
+    bytes: u64,
+    seconds: f64,
+    /// p50, p99, p99.9 in microseconds.
+    latency_us: Option<[u32; 3]>,
+}
+
+impl Report {
+    fn print(&self, json: bool, settings: &str) {
+        let rate = self.messages as f64 / self.seconds.max(1e-9);
+        let mb = self.bytes as f64 / self.seconds.max(1e-9) / 1e6;
+        if json {
+            let mut value = serde_json::json!({
+                "mode": self.mode, "messages": self.messages, "bytes": self.bytes,
+                "seconds": self.seconds, "msgs_per_sec": rate, "mb_per_sec": mb, "settings": settings,
+            });
+            if let Some([p50, p99, p999]) = self.latency_us {
+                value["latency_us"] = serde_json::json!({"p50": p50, "p99": p99, "p999": p999});
+            }
+            println!("{value}");
+        } else {
+            let latency = self
+                .latency_us
+                .map(|[a, b, c]| format!("; ack latency p50 {a} µs, p99 {b} µs, p99.9 {c} µs"))
+                .unwrap_or_default();
+            println!(
+                "{}: {} messages in {:.2} s = {:.0} msg/s ({:.1} MB/s of values){latency} [{settings}]",
+                self.mode, self.messages, self.seconds, rate, mb
+            );
+        }
+    }
+}
