@@ -13,9 +13,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, now_ms};
-use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, Reply, frame_length, handle_frame, with_length_prefix};
+use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, Reply, frame_length, handle_frame};
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -171,10 +171,10 @@ enum ConnectionEnd {
     Handler(String),
 }
 
-/// A response on its way to the writer, in request order.
+/// A response on its way to the writer, in request order, with when its request arrived.
 enum Outgoing {
-    Ready(Option<Bytes>),
-    Waiting(JoinHandle<Result<Option<Bytes>, FrameError>>),
+    Ready(Option<Bytes>, Instant),
+    Waiting(JoinHandle<Result<Option<Bytes>, FrameError>>, Instant),
 }
 
 async fn serve_connection(
@@ -221,13 +221,14 @@ async fn read_requests(
         if body.len() < length {
             return Ok(()); // the peer closed mid-request
         }
+        let received = Instant::now();
         let handler_broker = Arc::clone(&broker);
         let reply = tokio::task::spawn_blocking(move || handle_frame(&handler_broker, Bytes::from(body)))
             .await
             .map_err(|e| ConnectionEnd::Handler(e.to_string()))??;
         let next = match reply {
-            Reply::Ready(bytes) => Outgoing::Ready(bytes),
-            Reply::Pending(future) => Outgoing::Waiting(tokio::spawn(future)),
+            Reply::Ready(bytes) => Outgoing::Ready(bytes, received),
+            Reply::Pending(future) => Outgoing::Waiting(tokio::spawn(future), received),
         };
         if outgoing.send(next).await.is_err() {
             return Ok(()); // the writer stopped: the peer is gone
@@ -237,12 +238,18 @@ async fn read_requests(
 
 async fn write_responses(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), ConnectionEnd> {
     while let Some(next) = queue.recv().await {
-        let bytes = match next {
-            Outgoing::Ready(bytes) => bytes,
-            Outgoing::Waiting(task) => task.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??,
+        let (bytes, received) = match next {
+            Outgoing::Ready(bytes, received) => (bytes, received),
+            Outgoing::Waiting(task, received) => {
+                (task.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??, received)
+            }
         };
         if let Some(bytes) = bytes {
-            writer.write_all(&with_length_prefix(&bytes)).await?;
+            // Prefix and body in one vectored write, without copying the body.
+            let prefix = (bytes.len() as u32).to_be_bytes();
+            let length = bytes.len();
+            writer.write_all_buf(&mut Buf::chain(&prefix[..], bytes)).await?;
+            tracing::trace!(bytes = length, micros = received.elapsed().as_micros() as u64, "responded");
         }
     }
     writer.shutdown().await.ok();

@@ -161,6 +161,12 @@ fn produce(runtime: &tokio::runtime::Runtime, args: ProduceArgs) -> anyhow::Resu
         .create_with_context(context)
         .context("creating the producer")?;
     let value = vec![b'x'; args.size];
+    // Warm up: connect, fetch metadata and the producer id before the clock starts, so
+    // the latencies measure produce acks, not the first connection.
+    let warm = BaseRecord::<(), [u8], usize>::with_opaque_to(&c.topic, 0).payload(&value[..]);
+    producer.send(warm).map_err(|(e, _)| e).context("warm-up send")?;
+    producer.flush(Duration::from_secs(30)).context("warm-up flush")?;
+    producer.context().latencies_us.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let started = Instant::now();
     for i in 0..args.messages {
         if args.rate > 0 {

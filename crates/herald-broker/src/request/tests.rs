@@ -414,3 +414,40 @@ async fn the_fuzz_corpus_replays_without_a_panic() {
     }
     assert!(files >= 20, "the corpus holds only {files} files");
 }
+
+/// A fetch with nothing to read waits (long poll) and is woken by a produce, answering
+/// with the new records long before its max wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_fetch_is_woken_by_a_produce() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path());
+    broker.create_topic("poll", Some(1), Default::default(), false).expect("topic");
+    let fetch =
+        FetchRequest::default().with_max_wait_ms(60_000).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
+            fetch_request::FetchTopic::default().with_topic(name("poll")).with_partitions(vec![
+                fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20),
+            ]),
+        ]);
+    let Reply::Pending(waiting) = handle_frame(&broker, frame(ApiKey::Fetch, 12, 1, &fetch)).expect("fetch") else {
+        panic!("an empty partition must make the fetch wait");
+    };
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the fetch answered before any data arrived");
+    let produce = ProduceRequest::default().with_acks(-1).with_topic_data(vec![
+        produce_request::TopicProduceData::default().with_name(name("poll")).with_partition_data(vec![
+            produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch())),
+        ]),
+    ]);
+    answer(&broker, frame(ApiKey::Produce, 9, 2, &produce)).await.expect("produce answered");
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("woken well before the 60 s max wait")
+        .expect("task")
+        .expect("response")
+        .expect("bytes");
+    let response: FetchResponse = decode(bytes, 12, 1);
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.high_watermark, 3);
+    assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
+}
