@@ -7,8 +7,8 @@
 //! version the client asked for. Every API version advertised in [`SUPPORTED_APIS`] is
 //! really handled here; an unsupported ApiVersions version gets Kafka's fallback answer
 //! (a v0 body with UNSUPPORTED_VERSION and the supported range), anything else unsupported
-//! is an error for which the server closes that connection. The handlers live in
-//! [`crate::api`].
+//! is an error for which the server closes that connection. The handlers live in the
+//! private `api` module.
 
 use std::pin::Pin;
 use std::sync::Arc;

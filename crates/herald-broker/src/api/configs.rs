@@ -15,6 +15,7 @@ use super::text;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::topic_config::{self, TOPIC_CONFIGS};
+use crate::topics::TopicError;
 
 /// Kafka's resource type for a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -104,7 +105,8 @@ pub(crate) fn incremental_alter_configs(
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let outcome = topic_resource(resource.resource_type, &resource.resource_name).and_then(|name| {
-            let mut configs = broker.topic(name).ok_or_else(|| ApiError::unknown_partition(name, 0))?.configs;
+            let mut configs =
+                broker.topic(name).ok_or_else(|| ApiError::from(TopicError::Unknown(name.to_string())))?.configs;
             for op in &resource.configs {
                 apply_operation(&mut configs, &op.name, op.config_operation, op.value.as_deref())?;
             }
