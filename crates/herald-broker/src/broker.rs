@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
+use crate::group::GroupManager;
 use crate::partition::Partition;
 use crate::topic_config;
 use crate::topics::{TopicError, TopicMeta, TopicRegistry};
@@ -92,6 +93,7 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIds>,
     /// Bumped whenever readers may see new records, to wake long-polling fetches.
     data_changed: watch::Sender<u64>,
+    groups: GroupManager,
 }
 
 impl Broker {
@@ -122,7 +124,16 @@ impl Broker {
             log_configs.insert(name.clone(), log_config);
         }
         let topics = RwLock::new(Topics { registry, partitions, log_configs });
+        let groups = GroupManager::open(
+            Arc::clone(&storage),
+            &config.data_dir,
+            config.log_defaults(),
+            config.groups,
+            config.offsets_compact_bytes,
+        )
+        .map_err(|source| BrokerError::Partition { topic: "@group-offsets".into(), partition: 0, source })?;
         Ok(Self {
+            groups,
             config,
             storage,
             cluster_id,
@@ -140,6 +151,11 @@ impl Broker {
     /// The cluster id, made once per data directory.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The consumer groups and their committed offsets.
+    pub fn groups(&self) -> &GroupManager {
+        &self.groups
     }
 
     /// Every topic and its metadata.
@@ -353,6 +369,16 @@ impl Broker {
         if synced {
             self.notify_data();
         }
+        self.groups.tick(now_ms);
+        let offsets = self.groups.offsets().log();
+        if offsets.sync_due(now_ms)
+            && let Err(error) = offsets.sync()
+        {
+            tracing::error!(%error, "fsync of the group offsets log failed");
+        }
+        if retention && let Err(error) = self.groups.offsets().compact_if_needed(now_ms) {
+            tracing::error!(%error, "compacting the group offsets log failed");
+        }
     }
 
     /// Flushes and fsyncs every partition and marks each log cleanly closed. Partitions
@@ -360,6 +386,10 @@ impl Broker {
     pub fn close(self) -> Result<(), BrokerError> {
         let topics = self.topics.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut first_error = None;
+        if let Err(source) = self.groups.into_offsets().into_log().close() {
+            tracing::error!(error = %source, "closing the group offsets log failed");
+            first_error = Some(BrokerError::Partition { topic: "@group-offsets".into(), partition: 0, source });
+        }
         for (topic, partitions) in topics.partitions {
             for (index, partition) in partitions.into_iter().enumerate() {
                 let result = match Arc::try_unwrap(partition) {
@@ -381,6 +411,11 @@ impl Broker {
 
     /// Fsyncs every partition (without closing anything).
     pub fn sync_all(&self) -> Result<(), BrokerError> {
+        self.groups.offsets().log().sync().map_err(|source| BrokerError::Partition {
+            topic: "@group-offsets".into(),
+            partition: 0,
+            source,
+        })?;
         let topics = self.read_topics();
         for (topic, partitions) in &topics.partitions {
             for (index, partition) in partitions.iter().enumerate() {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use herald_log::{LogConfig, SyncPolicy};
 
+use crate::group::GroupConfig;
 use crate::producer_state::ProducerStateConfig;
 
 /// When a produced batch is acknowledged, and so what a power loss can take back.
@@ -55,6 +56,10 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Idempotent-producer state limits.
     pub producer_state: ProducerStateConfig,
+    /// Consumer-group timeouts (session bounds, initial rebalance delay).
+    pub groups: GroupConfig,
+    /// Compact the committed-offsets log once it is this large.
+    pub offsets_compact_bytes: u64,
     /// Longest a Fetch may wait for data, whatever the client asks.
     pub fetch_wait_max: Duration,
     /// How often interval fsyncs are considered (retention runs less often; see
@@ -75,6 +80,8 @@ impl Default for BrokerConfig {
             durability: Durability::Fsync,
             log: LogConfig::default(),
             producer_state: ProducerStateConfig::default(),
+            groups: GroupConfig::default(),
+            offsets_compact_bytes: 64 << 20,
             fetch_wait_max: Duration::from_secs(30),
             maintenance_interval: Duration::from_millis(100),
         }

@@ -17,6 +17,7 @@ mod api;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod partition;
 pub mod producer_state;
 pub mod request;

@@ -43,6 +43,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Why a frame could not be answered; the server logs it and closes the connection.
@@ -188,6 +199,17 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(decode_body(b, call)?),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(decode_body(b, call)?),
         ApiKey::InitProducerId => RequestKind::InitProducerId(decode_body(b, call)?),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(decode_body(b, call)?),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(decode_body(b, call)?),
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(decode_body(b, call)?),
+        ApiKey::JoinGroup => RequestKind::JoinGroup(decode_body(b, call)?),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(decode_body(b, call)?),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(decode_body(b, call)?),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(decode_body(b, call)?),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(decode_body(b, call)?),
+        ApiKey::ListGroups => RequestKind::ListGroups(decode_body(b, call)?),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(decode_body(b, call)?),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(decode_body(b, call)?),
         _ => return Err(FrameError::Unsupported { api, version }),
     };
     Ok(Decoded::Request(call, Box::new(request)))
@@ -221,6 +243,17 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameEr
         RequestKind::DeleteRecords(r) => ready(call.respond(&api::delete_records(broker, r))),
         RequestKind::DescribeCluster(_) => ready(call.respond(&api::describe_cluster(broker))),
         RequestKind::InitProducerId(r) => ready(call.respond(&api::init_producer_id(broker, r))),
+        RequestKind::FindCoordinator(r) => ready(call.respond(&api::find_coordinator(broker, r, version))),
+        RequestKind::JoinGroup(r) => api::join_group(broker, r, call),
+        RequestKind::SyncGroup(r) => api::sync_group(broker, r, call),
+        RequestKind::Heartbeat(r) => ready(call.respond(&api::heartbeat(broker, r))),
+        RequestKind::LeaveGroup(r) => ready(call.respond(&api::leave_group(broker, r, version))),
+        RequestKind::OffsetCommit(r) => api::offset_commit(broker, r, call),
+        RequestKind::OffsetFetch(r) => ready(call.respond(&api::offset_fetch(broker, r, version))),
+        RequestKind::ListGroups(r) => ready(call.respond(&api::list_groups(broker, r, version))),
+        RequestKind::DescribeGroups(r) => ready(call.respond(&api::describe_groups(broker, r, version))),
+        RequestKind::DeleteGroups(r) => ready(call.respond(&api::delete_groups(broker, r))),
+        RequestKind::OffsetDelete(r) => ready(call.respond(&api::offset_delete(broker, r))),
         _ => Err(FrameError::Unsupported { api: call.api, version }),
     }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -12,6 +13,10 @@ mod produce;
 pub(crate) use admin::{create_partitions, create_topics, delete_topics, describe_cluster, init_producer_id};
 pub(crate) use configs::{alter_configs, describe_configs, incremental_alter_configs};
 pub(crate) use fetch::fetch;
+pub(crate) use groups::{
+    delete_groups, describe_groups, find_coordinator, heartbeat, join_group, leave_group, list_groups, offset_commit,
+    offset_delete, offset_fetch, sync_group,
+};
 pub(crate) use metadata::metadata;
 pub(crate) use offsets::{delete_records, list_offsets};
 pub(crate) use produce::produce;

@@ -13,6 +13,7 @@ use crate::config::BrokerConfig;
 fn broker(dir: &std::path::Path) -> Arc<Broker> {
     let config = BrokerConfig {
         data_dir: dir.to_path_buf(),
+        groups: crate::group::GroupConfig { initial_rebalance_delay_ms: 0, ..Default::default() },
         advertised_host: "127.0.0.1".into(),
         advertised_port: 9092,
         ..BrokerConfig::default()
@@ -248,6 +249,141 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             );
             assert_eq!(response.error_code, 0);
             assert!(response.producer_id.0 >= 0);
+        }
+        ApiKey::FindCoordinator => {
+            let request = if v >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![text("g")])
+            } else {
+                FindCoordinatorRequest::default().with_key(text("g"))
+            };
+            let response = check!(request, FindCoordinatorResponse);
+            let port = if v >= 4 { response.coordinators[0].port } else { response.port };
+            assert_eq!(port, 9092);
+        }
+        ApiKey::JoinGroup => {
+            let request = JoinGroupRequest::default()
+                .with_group_id(GroupId(text(&format!("join-{v}"))))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if v >= 1 { 10_000 } else { -1 })
+                .with_protocol_type(text("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(text("range"))
+                        .with_metadata(Bytes::from_static(b"m")),
+                ]);
+            let response = check!(request, JoinGroupResponse);
+            if v >= 4 {
+                assert_eq!(response.error_code, 79, "MEMBER_ID_REQUIRED first");
+                assert!(!response.member_id.is_empty());
+            } else {
+                // Without the member-id round, the join completes after the initial delay.
+                assert_eq!(response.error_code, 0);
+                assert_eq!(response.members.len(), 1);
+            }
+        }
+        ApiKey::SyncGroup | ApiKey::Heartbeat | ApiKey::LeaveGroup => {
+            // Against an unknown member: the error path of each version.
+            let group = GroupId(text("nobody-home"));
+            match api {
+                ApiKey::SyncGroup => {
+                    let request = SyncGroupRequest::default().with_group_id(group).with_member_id(text("m"));
+                    assert_eq!(check!(request, SyncGroupResponse).error_code, 25);
+                }
+                ApiKey::Heartbeat => {
+                    let request = HeartbeatRequest::default().with_group_id(group).with_member_id(text("m"));
+                    assert_eq!(check!(request, HeartbeatResponse).error_code, 25);
+                }
+                _ => {
+                    let request = if v >= 3 {
+                        LeaveGroupRequest::default().with_group_id(group).with_members(vec![
+                            leave_group_request::MemberIdentity::default().with_member_id(text("m")),
+                        ])
+                    } else {
+                        LeaveGroupRequest::default().with_group_id(group).with_member_id(text("m"))
+                    };
+                    let response = check!(request, LeaveGroupResponse);
+                    let error = if v >= 3 { response.members[0].error_code } else { response.error_code };
+                    assert_eq!(error, 25);
+                }
+            }
+        }
+        ApiKey::OffsetCommit => {
+            let request = OffsetCommitRequest::default()
+                .with_group_id(GroupId(text("committer")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default().with_name(name("t")).with_partitions(
+                        vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(i64::from(v))
+                                .with_committed_metadata(Some(text("meta"))),
+                            offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(9),
+                        ],
+                    ),
+                ]);
+            let response = check!(request, OffsetCommitResponse);
+            assert_eq!(response.topics[0].partitions[0].error_code, 0, "v{v}");
+            assert_eq!(response.topics[0].partitions[1].error_code, 3);
+        }
+        ApiKey::OffsetFetch => {
+            broker
+                .groups()
+                .offsets()
+                .commit(
+                    "fetcher",
+                    vec![(
+                        "t".into(),
+                        1,
+                        crate::group::Committed { offset: 42, leader_epoch: -1, metadata: "x".into(), commit_ms: 0 },
+                    )],
+                    0,
+                )
+                .expect("commit");
+            let offset = if v >= 8 {
+                let request = OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(text("fetcher")))
+                        .with_topics(None),
+                ]);
+                check!(request, OffsetFetchResponse).groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                let request =
+                    OffsetFetchRequest::default().with_group_id(GroupId(text("fetcher"))).with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(name("t"))
+                            .with_partition_indexes(vec![1]),
+                    ]));
+                check!(request, OffsetFetchResponse).topics[0].partitions[0].committed_offset
+            };
+            assert_eq!(offset, 42);
+        }
+        ApiKey::ListGroups => {
+            let response = check!(ListGroupsRequest::default(), ListGroupsResponse);
+            assert!(response.groups.iter().any(|g| &*g.group_id.0 == "committer"));
+        }
+        ApiKey::DescribeGroups => {
+            let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text("committer"))]);
+            let response = check!(request, DescribeGroupsResponse);
+            assert_eq!(&*response.groups[0].group_state, "Empty");
+        }
+        ApiKey::DeleteGroups => {
+            broker.groups().check_commit(&format!("doomed-group-{v}"), "", None, -1).expect("created");
+            let request = DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(text(&format!("doomed-group-{v}"))), GroupId(text("never"))]);
+            let response = check!(request, DeleteGroupsResponse);
+            assert_eq!(response.results[0].error_code, 0);
+            assert_eq!(response.results[1].error_code, 69);
+        }
+        ApiKey::OffsetDelete => {
+            let request = OffsetDeleteRequest::default().with_group_id(GroupId(text("committer"))).with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default().with_name(name("t")).with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+            ]);
+            let response = check!(request, OffsetDeleteResponse);
+            assert_eq!(response.error_code, 0);
+            assert_eq!(broker.groups().offsets().get("committer", "t", 0), None);
         }
         other => panic!("{other:?} is advertised but has no round trip here"),
     }

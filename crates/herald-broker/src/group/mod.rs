@@ -1,0 +1,13 @@
+//! Consumer groups: the coordinator state machine ([`coordinator`], plain code driven by
+//! `now`), its async edge ([`manager`]), and committed offsets ([`offsets`]).
+
+pub mod coordinator;
+pub mod manager;
+pub mod offsets;
+
+pub use coordinator::{Group, GroupConfig, GroupError, GroupState};
+pub use manager::{GroupListing, GroupManager, Pending};
+pub use offsets::{Committed, OffsetStore};
+
+#[cfg(test)]
+mod tests;
