@@ -101,3 +101,24 @@ pub fn init_logging() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
 }
+
+/// The partitions of `topic` in a consumer-protocol assignment (as SyncGroup carries it).
+pub fn assigned_partitions(assignment: &bytes::Bytes, topic: &str) -> std::collections::BTreeSet<i32> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    let mut bytes = assignment.clone();
+    if bytes.len() < 2 {
+        return Default::default();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    let _ = bytes::Buf::get_i16(&mut bytes);
+    match ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3)) {
+        Ok(decoded) => decoded
+            .assigned_partitions
+            .iter()
+            .filter(|tp| &*tp.topic.0 == topic)
+            .flat_map(|tp| tp.partitions.iter().copied())
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}

@@ -83,6 +83,21 @@ struct ProducerIds {
     block_end: i64,
 }
 
+/// How far a group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset (the next one to consume), if any.
+    pub committed: Option<i64>,
+    /// The partition's high watermark.
+    pub log_end: i64,
+    /// `log_end - committed`, or everything from the log start when nothing is committed.
+    pub lag: i64,
+}
+
 /// A single-node Kafka broker's state.
 #[derive(Debug)]
 pub struct Broker {
@@ -156,6 +171,29 @@ impl Broker {
     /// The consumer groups and their committed offsets.
     pub fn groups(&self) -> &GroupManager {
         &self.groups
+    }
+
+    /// Lag of `group` on every partition it has committed offsets for (what the CLI and
+    /// the gateway show).
+    pub fn group_lag(&self, group: &str) -> Vec<PartitionLag> {
+        self.groups
+            .offsets()
+            .group(group)
+            .into_iter()
+            .filter_map(|((topic, partition), committed)| {
+                let log = self.partition(&topic, partition)?;
+                let log_end = log.log().high_watermark() as i64;
+                let start = log.log().log_start_offset() as i64;
+                let from = committed.offset.max(start);
+                Some(PartitionLag {
+                    topic,
+                    partition,
+                    committed: Some(committed.offset),
+                    log_end,
+                    lag: (log_end - from).max(0),
+                })
+            })
+            .collect()
     }
 
     /// Every topic and its metadata.

@@ -43,6 +43,10 @@ pub(crate) struct ServeArgs {
     /// Requests answered at once per connection [default: 32].
     #[arg(long, env = "HERALD_IN_FLIGHT_MAX")]
     in_flight_max: Option<usize>,
+    /// How long the first rebalance of an empty consumer group waits for more members,
+    /// like Kafka's `group.initial.rebalance.delay.ms` [default: 3000].
+    #[arg(long, env = "HERALD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
     /// Log filter, e.g. `info` or `herald_broker=debug` [default: info].
     #[arg(long, env = "HERALD_LOG")]
     log: Option<String>,
@@ -61,6 +65,10 @@ struct FileSettings {
     connections_max: Option<usize>,
     request_bytes_max: Option<u32>,
     in_flight_max: Option<usize>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    /// Bounds of consumers' `session.timeout.ms` (Kafka: 6000 and 1800000).
+    group_min_session_timeout_ms: Option<u64>,
+    group_max_session_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     log: Option<String>,
@@ -132,6 +140,18 @@ fn settings(args: ServeArgs, file: FileSettings) -> anyhow::Result<(BrokerConfig
     }
     if let Some(n) = args.in_flight_max.or(file.in_flight_max) {
         server.in_flight_max = n.max(1);
+    }
+    if let Some(ms) = args.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms) {
+        broker.groups.initial_rebalance_delay_ms = ms.min(i64::MAX as u64) as i64;
+    }
+    if let Some(ms) = file.group_min_session_timeout_ms {
+        broker.groups.min_session_timeout_ms = ms.min(i64::MAX as u64) as i64;
+    }
+    if let Some(ms) = file.group_max_session_timeout_ms {
+        broker.groups.max_session_timeout_ms = ms.min(i64::MAX as u64) as i64;
+    }
+    if broker.groups.min_session_timeout_ms > broker.groups.max_session_timeout_ms {
+        bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
     }
     if let Some(ms) = file.idle_timeout_ms {
         server.idle_timeout = Duration::from_millis(ms);
@@ -212,6 +232,7 @@ mod tests {
             connections_max: None,
             request_bytes_max: None,
             in_flight_max: None,
+            group_initial_rebalance_delay_ms: None,
             log: None,
         };
         let (broker, server) = settings(args, file).expect("settings");

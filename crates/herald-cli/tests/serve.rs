@@ -107,7 +107,7 @@ fn sigterm_drains_flushes_and_marks_logs_clean() {
     assert!(status.success());
     log.extend(lines.try_iter().map(|l| strip_ansi(&l)));
     let opened: Vec<&String> = log.iter().filter(|l| l.contains("opened log")).collect();
-    assert_eq!(opened.len(), 3, "three auto-created partitions: {log:#?}");
+    assert_eq!(opened.len(), 4, "three auto-created partitions and the group offsets log: {log:#?}");
     assert!(opened.iter().all(|l| l.contains("clean=true")), "{opened:#?}");
     assert!(log.iter().any(|l| l.contains("topics=1")), "{log:#?}");
 }

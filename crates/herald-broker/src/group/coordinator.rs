@@ -544,6 +544,7 @@ impl Group {
             .map(|m| m.id.clone())
             .collect();
         for id in expired {
+            tracing::info!(group = %self.id, member = %id, "member session expired");
             completions.extend(self.remove_member(&id, config, now_ms));
         }
         if self.state == GroupState::PreparingRebalance {
@@ -552,6 +553,7 @@ impl Group {
                 let stragglers: Vec<String> =
                     self.members.values().filter(|m| !m.awaiting_join).map(|m| m.id.clone()).collect();
                 for id in stragglers {
+                    tracing::info!(group = %self.id, member = %id, "member did not rejoin within the rebalance timeout");
                     self.forget(&id);
                 }
                 completions.extend(self.complete_join());
@@ -634,6 +636,7 @@ impl Group {
         self.initial_delay_until_ms =
             if self.state == GroupState::Empty { now_ms + config.initial_rebalance_delay_ms.min(timeout) } else { 0 };
         self.state = GroupState::PreparingRebalance;
+        tracing::info!(group = %self.id, members = self.members.len(), "rebalance started");
         completions
     }
 
@@ -660,6 +663,13 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "rebalance joined"
+        );
         let ids: Vec<String> = self.members.keys().cloned().collect();
         let mut completions = Vec::new();
         for id in ids {

@@ -369,6 +369,53 @@ mod tests {
         }
     }
 
+    /// Power loss at every mutating operation of a commit sequence (D11): after reboot
+    /// the committed offset is at least the last acknowledged one and at most the last
+    /// attempted, and the store opens.
+    #[test]
+    fn a_power_loss_never_regresses_an_acknowledged_commit() {
+        use herald_log::{CrashMode, FaultStorage};
+        let run = |crash_at: Option<u64>, mode: CrashMode| -> (u64, i64, i64) {
+            let storage = Arc::new(FaultStorage::new(crash_at.unwrap_or(0)));
+            let shared: Arc<dyn Storage> = storage.clone();
+            if let Some(op) = crash_at {
+                storage.crash_at_op(op);
+            }
+            let mut acknowledged = -1;
+            let mut attempted = -1;
+            if let Ok(store) = OffsetStore::open(Arc::clone(&shared), PathBuf::from("/o"), LogConfig::default(), 4096) {
+                for offset in 0..40i64 {
+                    attempted = offset;
+                    let committed = store
+                        .commit("g", vec![("t".into(), 0, committed(offset))], offset)
+                        .and_then(|at| store.log().sync_through(at))
+                        .and_then(|()| store.compact_if_needed(offset));
+                    if committed.is_err() {
+                        break;
+                    }
+                    acknowledged = offset;
+                }
+            }
+            let ops = storage.mutating_ops();
+            storage.crash(mode);
+            let reopened = OffsetStore::open(shared, PathBuf::from("/o"), LogConfig::default(), 4096)
+                .unwrap_or_else(|e| panic!("crash at {crash_at:?} ({mode:?}): reopen failed: {e}"));
+            let now = reopened.get("g", "t", 0).map_or(-1, |c| c.offset);
+            assert!(
+                now >= acknowledged && now <= attempted,
+                "crash at {crash_at:?} ({mode:?}): offset {now}, acknowledged {acknowledged}, attempted {attempted}"
+            );
+            (ops, acknowledged, now)
+        };
+        let (total_ops, acknowledged, _) = run(None, CrashMode::DropUnsynced);
+        assert_eq!(acknowledged, 39);
+        for op in 1..=total_ops {
+            for mode in [CrashMode::DropUnsynced, CrashMode::TearUnsynced] {
+                run(Some(op), mode);
+            }
+        }
+    }
+
     #[test]
     fn malformed_records_are_refused_not_panicked_on() {
         for bytes in [&[][..], &[1], &[1, 0, 5, b'a'], &[9, 0, 0], &[3, 0xff, 0xff]] {
