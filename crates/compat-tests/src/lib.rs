@@ -1,83 +1,23 @@
-//! Test support for running Herald's broker against real Kafka clients: start a broker
-//! on 127.0.0.1:0 over a temporary directory, restart it on the same directory, and
-//! build rdkafka clients pointed at it. It holds no test logic of its own; it refuses
-//! to mock anything (the broker, the sockets and the clients are all real).
+//! Test support for running Herald's broker against real Kafka clients: the in-process
+//! broker of `herald::testkit`, rdkafka client configs pointed at it, a connection-cutting
+//! proxy, kcat discovery. It holds no test logic of its own; it refuses to mock anything
+//! (the broker, the sockets and the clients are all real).
 
 pub mod proxy;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use herald_broker::{BrokerConfig, RunningBroker, ServerConfig};
 use rdkafka::ClientConfig;
 
-/// A broker on an ephemeral port over a data directory that outlives restarts.
-#[derive(Debug)]
-pub struct TestBroker {
-    running: Option<RunningBroker>,
-    dir: tempfile::TempDir,
-    config: BrokerConfig,
-    server: ServerConfig,
-}
+/// The in-process broker: the same one services use in their own tests.
+pub use herald::testkit::TestBroker;
 
-impl TestBroker {
-    /// Starts a broker with default settings on a fresh directory.
-    pub async fn start() -> Self {
-        Self::start_with(BrokerConfig::default(), ServerConfig::default()).await
-    }
-
-    /// Starts a broker with these settings (data directory and listen address are set here).
-    pub async fn start_with(config: BrokerConfig, server: ServerConfig) -> Self {
-        init_logging();
-        let dir = tempfile::tempdir().expect("temporary data directory");
-        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..config };
-        let server = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..server };
-        let running = RunningBroker::start(config.clone(), server.clone()).await.expect("broker starts");
-        Self { running: Some(running), dir, config, server }
-    }
-
-    /// The broker's address, as `host:port` for `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        self.addr().to_string()
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.running.as_ref().expect("running").local_addr()
-    }
-
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The running broker.
-    pub fn running(&self) -> &RunningBroker {
-        self.running.as_ref().expect("running")
-    }
-
-    /// Shuts down cleanly and starts again on the same directory and port.
-    pub async fn restart(&mut self) {
-        let addr = self.addr();
-        self.stop().await;
-        let server = ServerConfig { listen: addr, ..self.server.clone() };
-        let config = BrokerConfig { data_dir: PathBuf::from(self.dir.path()), ..self.config.clone() };
-        self.running = Some(RunningBroker::start(config, server).await.expect("broker restarts"));
-    }
-
-    /// Shuts down cleanly (idempotent).
-    pub async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.shutdown().await.expect("clean shutdown");
-        }
-    }
-
-    /// A client config with `bootstrap.servers` set and quick failure on trouble.
-    pub fn client(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.bootstrap()).set("broker.address.family", "v4");
-        config
-    }
+/// A client config pointed at `broker` (IPv4, as the broker listens on 127.0.0.1).
+pub fn client(broker: &TestBroker) -> ClientConfig {
+    init_logging();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap()).set("broker.address.family", "v4");
+    config
 }
 
 /// `kcat`'s path, if it is installed. Tests that need it say they were skipped when not,

@@ -25,7 +25,7 @@ struct Consumed {
 }
 
 async fn create_topic(broker: &TestBroker, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = broker.client().create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = herald_compat_tests::client(broker).create().expect("admin client");
     let results = admin
         .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
         .await

@@ -27,8 +27,11 @@ async fn closes(stream: &mut TcpStream) -> bool {
 async fn bad_connections_close_while_a_producer_keeps_going() {
     let server = ServerConfig { request_timeout: Duration::from_millis(500), ..ServerConfig::default() };
     let broker = TestBroker::start_with(BrokerConfig::default(), server).await;
-    let producer: FutureProducer =
-        broker.client().set("enable.idempotence", "true").set("linger.ms", "1").create().expect("producer");
+    let producer: FutureProducer = herald_compat_tests::client(&broker)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer");
     let topic = "steady";
     let keep_producing = {
         let producer = producer.clone();

@@ -1,0 +1,20 @@
+//! herald is the half of Herald that services link: typed domain events in the seeds'
+//! standard envelope ([`Envelope`], [`Event`], [`event!`]), and a [`Publisher`] for any
+//! Kafka-compatible broker. The consumer runtime (retries, dead letters, per-key order,
+//! idempotency) is being built next (issue 5).
+//!
+//! It refuses to speak anything but the Kafka protocol: it reaches brokers only through
+//! rdkafka, so the same service runs against `herald serve`, Apache Kafka or Redpanda. Its
+//! key choice is safety by default: an idempotent producer with acks=all, names checked at
+//! compile time, and a size limit on every envelope.
+
+pub mod envelope;
+pub mod event;
+pub mod names;
+pub mod publisher;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use envelope::{Envelope, EnvelopeError};
+pub use event::Event;
+pub use publisher::{PublishError, Published, Publisher, PublisherConfig};

@@ -1,0 +1,232 @@
+//! [`Publisher`]: events in the envelope to any Kafka-compatible broker, through an
+//! idempotent rdkafka producer (acks=all, murmur2_random, so keys land where the Java
+//! client and kafkajs put them).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::Event;
+use crate::envelope::{ENVELOPE_BYTES_MAX_DEFAULT, Envelope, EnvelopeError};
+
+/// Publisher settings; [`PublisherConfig::from_env`] reads the seeds' variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherConfig {
+    /// `bootstrap.servers` (`KAFKA_BROKERS`).
+    pub brokers: String,
+    /// `client.id` (`KAFKA_CLIENT_ID`), also the envelope's `source`.
+    pub client_id: String,
+    /// `compression.codec`: none, gzip, snappy, lz4, zstd.
+    pub compression: String,
+    /// `linger.ms`.
+    pub linger_ms: u32,
+    /// How long a publish may take before it fails (`message.timeout.ms`).
+    pub timeout: Duration,
+    /// Largest encoded envelope.
+    pub envelope_bytes_max: usize,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_string(),
+            client_id: "herald".to_string(),
+            compression: "none".to_string(),
+            linger_ms: 5,
+            timeout: Duration::from_secs(30),
+            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl PublisherConfig {
+    /// Defaults, with `KAFKA_BROKERS` and `KAFKA_CLIENT_ID` from the environment when set.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+            config.brokers = brokers;
+        }
+        if let Ok(client_id) = std::env::var("KAFKA_CLIENT_ID") {
+            config.client_id = client_id;
+        }
+        config
+    }
+
+    /// Sets the brokers.
+    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.brokers = brokers.into();
+        self
+    }
+
+    /// Sets the client id (and so the envelope's source).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Sets the compression codec.
+    pub fn compression(mut self, codec: impl Into<String>) -> Self {
+        self.compression = codec.into();
+        self
+    }
+
+    /// Sets `linger.ms`.
+    pub fn linger_ms(mut self, linger_ms: u32) -> Self {
+        self.linger_ms = linger_ms;
+        self
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The envelope could not be encoded or is too large.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The producer could not be created (bad settings).
+    #[error("cannot create a producer for {brokers}: {source}")]
+    Config {
+        /// The brokers.
+        brokers: String,
+        /// What librdkafka said.
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// The broker did not acknowledge the event.
+    #[error("publishing {event_type} to {topic} failed: {source}")]
+    Delivery {
+        /// The event type.
+        event_type: String,
+        /// The topic.
+        topic: String,
+        /// What librdkafka said.
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}
+
+/// Publishes events; cheap to clone and share.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    config: PublisherConfig,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher with these settings (connects lazily).
+    pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", &config.client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("compression.codec", &config.compression)
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("message.timeout.ms", config.timeout.as_millis().to_string())
+            .create()
+            .map_err(|source| PublishError::Config { brokers: config.brokers.clone(), source: Box::new(source) })?;
+        Ok(Self { producer, config })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PublisherConfig {
+        &self.config
+    }
+
+    /// Publishes `event` to its default topic in a fresh envelope; returns where it landed
+    /// once the broker acknowledged it (acks=all).
+    pub async fn publish<E: Event>(&self, event: E) -> Result<Published, PublishError> {
+        self.publish_envelope(&Envelope::new(self.config.client_id.clone(), event)).await
+    }
+
+    /// Publishes a prepared envelope (to set correlation or causation ids) to its
+    /// event's default topic.
+    pub async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) -> Result<Published, PublishError> {
+        self.publish_to(E::TOPIC, envelope).await
+    }
+
+    /// Publishes a prepared envelope to `topic`.
+    pub async fn publish_to<E: Event>(&self, topic: &str, envelope: &Envelope<E>) -> Result<Published, PublishError> {
+        let payload = envelope.to_json(self.config.envelope_bytes_max)?;
+        let key = envelope.data.key();
+        let version = E::VERSION.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "event-type", value: Some(E::TYPE) })
+            .insert(Header { key: "event-version", value: Some(version.as_str()) })
+            .insert(Header { key: "content-type", value: Some("application/json") })
+            .insert(Header { key: "event-id", value: Some(envelope.event_id.to_string().as_str()) });
+        if let Some(id) = &envelope.correlation_id {
+            headers = headers.insert(Header { key: "correlation-id", value: Some(id.as_str()) });
+        }
+        if let Some(traceparent) = envelope.trace_id.as_deref().and_then(traceparent) {
+            headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
+        }
+        let mut record = FutureRecord::to(topic).payload(&payload).headers(headers);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        let delivered = self.producer.send(record, self.config.timeout).await;
+        match delivered {
+            Ok(delivery) => {
+                metrics::counter!("herald_published_total", "topic" => topic.to_string()).increment(1);
+                Ok(Published { partition: delivery.partition, offset: delivery.offset })
+            }
+            Err((source, _)) => {
+                metrics::counter!("herald_publish_failures_total", "topic" => topic.to_string()).increment(1);
+                Err(PublishError::Delivery {
+                    event_type: E::TYPE.to_string(),
+                    topic: topic.to_string(),
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+
+    /// Publishes without waiting (for request handlers): a failure is logged and counted
+    /// (`herald_publish_failures_total`), never returned. Needs a tokio runtime.
+    pub fn publish_detached<E: Event>(&self, event: E) {
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = publisher.publish(event).await {
+                tracing::error!(%error, "detached publish failed");
+            }
+        });
+    }
+
+    /// Waits until every queued event is acknowledged or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        self.producer.flush(timeout).map_err(|source| PublishError::Delivery {
+            event_type: String::new(),
+            topic: String::new(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// A W3C `traceparent` for a 32-hex-digit trace id (a fresh parent span id derived from it).
+fn traceparent(trace_id: &str) -> Option<String> {
+    let valid =
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && trace_id.bytes().any(|b| b != b'0');
+    valid.then(|| {
+        format!("00-{}-{}-01", trace_id.to_ascii_lowercase(), &uuid::Uuid::now_v7().simple().to_string()[16..])
+    })
+}
