@@ -8,6 +8,7 @@
 //! key choice is safety by default: an idempotent producer with acks=all, names checked at
 //! compile time, and a size limit on every envelope.
 
+pub mod consumer;
 pub mod envelope;
 pub mod event;
 pub mod names;

@@ -1,0 +1,105 @@
+//! [`PartitionProgress`]: which offset of a partition may be committed.
+//!
+//! Handlers finish out of order (different keys run in parallel), but a committed offset
+//! promises that it and everything before it are done. So the committable offset is the
+//! lowest offset received and not yet finished, or one past the highest when all are done.
+
+use std::collections::BTreeSet;
+
+/// Progress of one partition's in-flight messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// Offsets received and not finished.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset received.
+    next: Option<i64>,
+    /// The last value handed out by `committable`, so each is reported once.
+    committed: Option<i64>,
+}
+
+impl PartitionProgress {
+    /// Empty progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A message at `offset` was handed to a handler (offsets arrive in increasing order).
+    pub fn received(&mut self, offset: i64) {
+        self.pending.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// The message at `offset` is finished (handled, skipped, or acknowledged by the DLQ).
+    pub fn finished(&mut self, offset: i64) {
+        self.pending.remove(&offset);
+    }
+
+    /// Messages received and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The offset to commit now (Kafka's "next offset to read"), if it moved since the
+    /// last call: every offset below it is finished.
+    pub fn committable(&mut self) -> Option<i64> {
+        let safe = match self.pending.first() {
+            Some(lowest) => *lowest,
+            None => self.next?,
+        };
+        if self.committed.is_some_and(|c| c >= safe) {
+            return None;
+        }
+        self.committed = Some(safe);
+        Some(safe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_commit_waits_for_the_slowest_earlier_message() {
+        let mut p = PartitionProgress::new();
+        assert_eq!(p.committable(), None, "nothing received");
+        for offset in 10..15 {
+            p.received(offset);
+        }
+        p.finished(11);
+        p.finished(12);
+        assert_eq!(p.committable(), Some(10), "10 is still running");
+        assert_eq!(p.committable(), None, "reported once");
+        p.finished(10);
+        assert_eq!(p.committable(), Some(13));
+        p.finished(14);
+        p.finished(13);
+        assert_eq!(p.committable(), Some(15));
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    proptest! {
+        /// Against a model: whatever order messages finish in, a committed offset never
+        /// passes an unfinished message and never goes backwards.
+        #[test]
+        fn never_commits_past_unfinished_work(finish_order in Just((0..40i64).collect::<Vec<_>>()).prop_shuffle()) {
+            let mut p = PartitionProgress::new();
+            for offset in 0..40 {
+                p.received(offset);
+            }
+            let mut done = BTreeSet::new();
+            let mut last = -1;
+            for offset in finish_order {
+                p.finished(offset);
+                done.insert(offset);
+                if let Some(commit) = p.committable() {
+                    prop_assert!(commit > last, "went backwards: {} after {}", commit, last);
+                    prop_assert!((0..commit).all(|o| done.contains(&o)), "committed {} past unfinished work", commit);
+                    last = commit;
+                }
+            }
+            prop_assert_eq!(last, 40);
+        }
+    }
+}
