@@ -52,7 +52,7 @@ impl<T> KeyedScheduler<T> {
     /// The next message that may start now, if any: the first queued one whose key has
     /// nothing running (which is then that key's earliest message, since the queue is in
     /// offset order).
-    pub fn next(&mut self) -> Option<Queued<T>> {
+    pub fn start_next(&mut self) -> Option<Queued<T>> {
         if self.running >= self.capacity {
             return None;
         }
@@ -88,11 +88,11 @@ mod tests {
         s.push(0, Some(b"a".to_vec()), ());
         s.push(1, Some(b"a".to_vec()), ());
         s.push(2, Some(b"b".to_vec()), ());
-        assert_eq!(s.next().map(|q| q.offset), Some(0));
-        assert_eq!(s.next().map(|q| q.offset), Some(2), "b overtakes a's second message");
-        assert_eq!(s.next().map(|q| q.offset), None, "a's second waits for its first");
+        assert_eq!(s.start_next().map(|q| q.offset), Some(0));
+        assert_eq!(s.start_next().map(|q| q.offset), Some(2), "b overtakes a's second message");
+        assert_eq!(s.start_next().map(|q| q.offset), None, "a's second waits for its first");
         s.finished(Some(b"a"));
-        assert_eq!(s.next().map(|q| q.offset), Some(1));
+        assert_eq!(s.start_next().map(|q| q.offset), Some(1));
     }
 
     proptest! {
@@ -112,7 +112,7 @@ mod tests {
             let mut picks = picks.into_iter();
             let mut finished = 0;
             while finished < keys.len() {
-                while let Some(q) = s.next() {
+                while let Some(q) = s.start_next() {
                     let key = q.key.as_ref().expect("keyed")[0];
                     prop_assert!(running.iter().all(|(_, k)| *k != key), "key {} ran twice at once", key);
                     running.push((q.offset, key));
@@ -120,7 +120,7 @@ mod tests {
                     prop_assert!(running.len() <= 8);
                 }
                 prop_assert!(!running.is_empty(), "stalled with {} queued", s.queued());
-                let index = picks.next().map_or(0, |p| p.index(running.len()));
+                let index = picks.start_next().map_or(0, |p| p.index(running.len()));
                 let (_, key) = running.swap_remove(index);
                 s.finished(Some(&[key]));
                 finished += 1;
