@@ -120,7 +120,7 @@ mod tests {
                     prop_assert!(running.len() <= 8);
                 }
                 prop_assert!(!running.is_empty(), "stalled with {} queued", s.queued());
-                let index = picks.start_next().map_or(0, |p| p.index(running.len()));
+                let index = picks.next().map_or(0, |p| p.index(running.len()));
                 let (_, key) = running.swap_remove(index);
                 s.finished(Some(&[key]));
                 finished += 1;
