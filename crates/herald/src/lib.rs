@@ -1,7 +1,9 @@
 //! herald is the half of Herald that services link: typed domain events in the seeds'
-//! standard envelope ([`Envelope`], [`Event`], [`event!`]), and a [`Publisher`] for any
-//! Kafka-compatible broker. The consumer runtime (retries, dead letters, per-key order,
-//! idempotency) is being built next (issue 5).
+//! standard envelope ([`Envelope`], [`Event`], [`event!`]), a [`Publisher`] for any
+//! Kafka-compatible broker, and a [`consumer::Consumer`] runtime (typed handlers routed by
+//! the `event-type` header, per-key order with parallelism across keys, retries with
+//! backoff, dead letters, commits only past finished work). Idempotent inboxes, context
+//! propagation and the full telemetry set are still to come (issue 5).
 //!
 //! It refuses to speak anything but the Kafka protocol: it reaches brokers only through
 //! rdkafka, so the same service runs against `herald serve`, Apache Kafka or Redpanda. Its

@@ -1,12 +1,14 @@
 //! The consumer runtime's decision logic, as plain code driven by the caller (no IO, no
 //! clock): which message may run next without breaking per-key order ([`scheduler`]),
 //! which offset may be committed ([`progress`]), and when to retry or dead-letter
-//! ([`retry`]). The rdkafka-driven loop that uses them comes next (issue 5).
+//! ([`retry`]); and the rdkafka-driven loop that uses them ([`runtime`]).
 
 pub mod progress;
 pub mod retry;
+pub mod runtime;
 pub mod scheduler;
 
 pub use progress::PartitionProgress;
 pub use retry::{HandlerError, RetryDecision, RetryPolicy};
+pub use runtime::{Consumer, ConsumerConfig, ConsumerError, Context, UnknownTypes};
 pub use scheduler::KeyedScheduler;

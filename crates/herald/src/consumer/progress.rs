@@ -39,6 +39,11 @@ impl PartitionProgress {
         self.pending.len()
     }
 
+    /// The last offset handed out by [`PartitionProgress::committable`].
+    pub fn last_committable(&self) -> Option<i64> {
+        self.committed
+    }
+
     /// The offset to commit now (Kafka's "next offset to read"), if it moved since the
     /// last call: every offset below it is finished.
     pub fn committable(&mut self) -> Option<i64> {
