@@ -20,6 +20,20 @@ pub fn client(broker: &TestBroker) -> ClientConfig {
     config
 }
 
+/// Creates `topic` with `partitions` partitions through the admin API (CreateTopics).
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("CreateTopics answered");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
 /// `kcat`'s path, if it is installed. Tests that need it say they were skipped when not,
 /// unless `HERALD_REQUIRE_KCAT` is set (as `.ci/run` does), in which case they fail.
 pub fn kcat() -> Option<PathBuf> {

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use herald_broker::BrokerConfig;
 use herald_broker::group::GroupConfig;
-use herald_compat_tests::TestBroker;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use herald_compat_tests::{TestBroker, create_topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
@@ -27,18 +25,6 @@ fn group_broker_config() -> BrokerConfig {
             ..GroupConfig::default()
         },
         ..BrokerConfig::default()
-    }
-}
-
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
-    let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("CreateTopics");
-    for r in results {
-        r.expect("created");
     }
 }
 

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herald_broker::BrokerConfig;
-use herald_compat_tests::TestBroker;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use herald_compat_tests::{TestBroker, create_topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -22,17 +20,6 @@ struct Consumed {
     offset: i64,
     key: String,
     value: u64,
-}
-
-async fn create_topic(broker: &TestBroker, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = herald_compat_tests::client(broker).create().expect("admin client");
-    let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("CreateTopics answered");
-    for result in results {
-        result.expect("topic created");
-    }
 }
 
 fn producer(bootstrap: &str, compression: &str) -> FutureProducer {
@@ -133,7 +120,7 @@ fn latest_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
 async fn idempotent_keyed_produce_of_200k_reads_back_exactly_in_key_order() {
     let broker = TestBroker::start().await;
     let topic = "user.created";
-    create_topic(&broker, topic, 6).await;
+    create_topic(&broker.bootstrap(), topic, 6).await;
     let count = 200_000;
     let placed = produce_keyed(&producer(&broker.bootstrap(), "none"), topic, count, 1000).await;
     let records = consume_all(&broker.bootstrap(), topic, 6, count as usize);
@@ -157,7 +144,7 @@ async fn every_compression_codec_round_trips() {
     let broker = TestBroker::start().await;
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("compressed-{codec}");
-        create_topic(&broker, &topic, 3).await;
+        create_topic(&broker.bootstrap(), &topic, 3).await;
         let count = 20_000;
         produce_keyed(&producer(&broker.bootstrap(), codec), &topic, count, 100).await;
         let records = consume_all(&broker.bootstrap(), &topic, 3, count as usize);
@@ -171,7 +158,7 @@ async fn every_compression_codec_round_trips() {
 async fn list_offsets_latest_is_last_offset_plus_one_after_every_produce_pattern() {
     let broker = TestBroker::start().await;
     let topic = "patterns";
-    create_topic(&broker, topic, 2).await;
+    create_topic(&broker.bootstrap(), topic, 2).await;
     let producer = producer(&broker.bootstrap(), "none");
     let mut expected_next = [0i64; 2];
     // Single records, small bursts, a large burst, then single records again.
@@ -196,7 +183,7 @@ async fn list_offsets_latest_is_last_offset_plus_one_after_every_produce_pattern
 async fn a_restart_keeps_every_record_and_offsets_continue() {
     let mut broker = TestBroker::start().await;
     let topic = "orders";
-    create_topic(&broker, topic, 3).await;
+    create_topic(&broker.bootstrap(), topic, 3).await;
     let first = produce_keyed(&producer(&broker.bootstrap(), "lz4"), topic, 10_000, 50).await;
     broker.restart().await;
     let latest = latest_offsets(&broker.bootstrap(), topic, 3);
@@ -223,7 +210,7 @@ async fn retries_through_cut_connections_leave_no_duplicate_and_no_gap() {
     let broker = TestBroker::start_with(config, Default::default()).await;
     proxy.start(broker.addr(), 5, 10);
     let topic = "payments";
-    create_topic(&broker, topic, 3).await;
+    create_topic(&broker.bootstrap(), topic, 3).await;
     let count = 30_000;
     // Small batches, so there are many produce requests to cut; quick reconnects, so the
     // cuts do not run into the message timeout.

@@ -92,24 +92,13 @@ pub(crate) fn join_group(broker: &Arc<Broker>, request: JoinGroupRequest, call: 
     let member_id = join.member_id.clone();
     let encode = move |result: JoinResult| call.respond(&join_response(result, version));
     match broker.groups().join(&request.group_id.0, join, now_ms()) {
-        Err(error) => Ok(Reply::Ready(Some(encode(join_error(error, &member_id))?))),
+        Err(error) => Ok(Reply::Ready(Some(encode(JoinResult::error(error, &member_id))?))),
         Ok(Pending::Ready(result)) => Ok(Reply::Ready(Some(encode(result)?))),
         Ok(Pending::Wait(receiver)) => Ok(Reply::Pending(Box::pin(async move {
-            let result = receiver.await.unwrap_or_else(|_| join_error(GroupError::RebalanceInProgress, &member_id));
+            let result =
+                receiver.await.unwrap_or_else(|_| JoinResult::error(GroupError::RebalanceInProgress, &member_id));
             encode(result).map(Some)
         }))),
-    }
-}
-
-fn join_error(error: GroupError, member_id: &str) -> JoinResult {
-    JoinResult {
-        error: Some(error),
-        generation: -1,
-        protocol_type: None,
-        protocol: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
     }
 }
 
@@ -165,12 +154,7 @@ pub(crate) fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest, call: 
     match pending {
         Pending::Ready(result) => Ok(Reply::Ready(Some(encode(result)?))),
         Pending::Wait(receiver) => Ok(Reply::Pending(Box::pin(async move {
-            let result = receiver.await.unwrap_or_else(|_| SyncResult {
-                error: Some(GroupError::RebalanceInProgress),
-                protocol_type: None,
-                protocol: None,
-                assignment: Default::default(),
-            });
+            let result = receiver.await.unwrap_or_else(|_| SyncResult::error(GroupError::RebalanceInProgress));
             encode(result).map(Some)
         }))),
     }

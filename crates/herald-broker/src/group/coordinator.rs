@@ -124,7 +124,8 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(error: GroupError, member_id: &str) -> Self {
+    /// A refusal for `member_id`.
+    pub fn error(error: GroupError, member_id: &str) -> Self {
         Self {
             error: Some(error),
             generation: -1,
@@ -151,7 +152,8 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(error: GroupError) -> Self {
+    /// A refusal.
+    pub fn error(error: GroupError) -> Self {
         Self { error: Some(error), protocol_type: None, protocol: None, assignment: Bytes::new() }
     }
 }

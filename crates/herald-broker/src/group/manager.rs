@@ -117,7 +117,7 @@ impl GroupManager {
     ) -> Pending<SyncResult> {
         let mut inner = self.lock();
         let Some(group) = inner.groups.get_mut(group_id) else {
-            return Pending::Ready(sync_error(GroupError::UnknownMember));
+            return Pending::Ready(SyncResult::error(GroupError::UnknownMember));
         };
         let (reply, completions) = group.sync(member_id, instance_id, generation, assignments);
         let pending = match reply {
@@ -276,10 +276,6 @@ impl GroupManager {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn sync_error(error: GroupError) -> SyncResult {
-    SyncResult { error: Some(error), protocol_type: None, protocol: None, assignment: Bytes::new() }
 }
 
 /// Hands each completion to the member's parked request, if it is still waiting.
