@@ -13,6 +13,7 @@
 pub mod consumer;
 pub mod envelope;
 pub mod event;
+pub mod inbox;
 pub mod names;
 pub mod publisher;
 #[cfg(feature = "testkit")]

@@ -152,6 +152,11 @@ impl Publisher {
         &self.config
     }
 
+    /// The underlying producer (the consumer runtime writes dead letters through it).
+    pub(crate) fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
     /// Publishes `event` to its default topic in a fresh envelope; returns where it landed
     /// once the broker acknowledged it (acks=all).
     pub async fn publish<E: Event>(&self, event: E) -> Result<Published, PublishError> {

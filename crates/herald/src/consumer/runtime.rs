@@ -1,24 +1,29 @@
 //! The consumer runtime: an rdkafka group consumer feeding the decision logic of this
 //! module's siblings. Messages are routed by the `event-type` header to typed handlers,
 //! run in parallel across keys and in order within a key (at most `in_flight_per_partition`
-//! per partition), retried with backoff, dead-lettered to `<topic>.dlq` after the last
-//! attempt, and committed only up to the first unfinished offset of each partition.
+//! per partition), checked against an optional inbox, retried with backoff, dead-lettered
+//! to `<topic>.dlq` after the last attempt, and committed only up to the first unfinished
+//! offset of each partition. Revoked partitions commit what is finished and forget the
+//! rest (the next owner gets it again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
+use uuid::Uuid;
 
-use super::{HandlerError, KeyedScheduler, PartitionProgress, RetryDecision, RetryPolicy};
-use crate::envelope::{ENVELOPE_BYTES_MAX_DEFAULT, rfc3339_now};
-use crate::{Envelope, Event};
+use super::context::{ErasedHandler, Ready, erase};
+use super::dead_letter::{Failure, dead_letter};
+use super::{Context, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision, RetryPolicy};
+use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
+use crate::inbox::{Inbox, now_ms};
+use crate::{Envelope, Event, Publisher, PublisherConfig};
 
 /// What to do with a message whose `event-type` has no handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,10 @@ pub struct ConsumerConfig {
     pub retry: RetryPolicy,
     /// Messages without a handler.
     pub unknown_types: UnknownTypes,
+    /// While a key has a dead letter, dead-letter its later messages too (class `parked`)
+    /// instead of handling them, so the key's order survives a redrive. Lasts while this
+    /// consumer owns the partition.
+    pub park_keys_after_dead_letter: bool,
     /// How often finished offsets are committed.
     pub commit_interval: Duration,
     /// Largest envelope read.
@@ -65,6 +74,7 @@ impl ConsumerConfig {
             buffered_max: 10_000,
             retry: RetryPolicy::default(),
             unknown_types: UnknownTypes::Skip,
+            park_keys_after_dead_letter: false,
             commit_interval: Duration::from_millis(100),
             envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
             session_timeout: Duration::from_secs(10),
@@ -72,20 +82,7 @@ impl ConsumerConfig {
     }
 }
 
-/// What a handler learns about the message besides the event.
-#[derive(Debug, Clone)]
-pub struct Context {
-    /// Where the message came from.
-    pub topic: String,
-    /// See `topic`.
-    pub partition: i32,
-    /// See `topic`.
-    pub offset: i64,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-}
-
-/// Why the consumer stopped.
+/// Why the consumer did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsumerError {
@@ -98,89 +95,199 @@ pub enum ConsumerError {
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// The publisher for dead letters and follow-up events could not be created.
+    #[error("consumer setup for group {group}: {source}")]
+    Publisher {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: Box<crate::PublishError>,
+    },
+    /// The inbox would forget events that retries may still redeliver.
+    #[error(
+        "group {group}: the inbox keeps events for {window:?}, shorter than the retry horizon {horizon:?}; \
+         lengthen the window or shorten the retry policy"
+    )]
+    InboxWindow {
+        /// The group.
+        group: String,
+        /// The inbox's dedup window.
+        window: Duration,
+        /// The longest a message can spend in retries.
+        horizon: Duration,
+    },
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-type Handler = Arc<dyn Fn(&[u8], Context) -> HandlerFuture + Send + Sync>;
 
 /// A group consumer with typed handlers.
 pub struct Consumer {
     config: ConsumerConfig,
-    handlers: HashMap<&'static str, Handler>,
+    handlers: HashMap<&'static str, ErasedHandler>,
+    inbox: Option<Arc<dyn Inbox>>,
+    publisher: Option<Publisher>,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("config", &self.config).field("handlers", &self.handlers.keys()).finish()
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .field("handlers", &self.handlers.keys())
+            .field("inbox", &self.inbox)
+            .finish_non_exhaustive()
     }
+}
+
+type Slot = (String, i32);
+
+/// What the spawned handler tasks share.
+struct Shared {
+    config: ConsumerConfig,
+    group: Arc<str>,
+    handlers: HashMap<&'static str, ErasedHandler>,
+    inbox: Option<Arc<dyn Inbox>>,
+    publisher: Arc<Publisher>,
 }
 
 /// One message in flight.
 struct Work {
     message: OwnedMessage,
+    /// The partition's assignment epoch when it was fetched.
+    epoch: u64,
+    /// Its key is parked: dead-letter it without handling.
+    parked: bool,
 }
 
 /// A finished message.
 struct Done {
-    topic: String,
-    partition: i32,
+    slot: Slot,
     offset: i64,
     key: Option<Vec<u8>>,
+    epoch: u64,
+    dead_lettered: bool,
+}
+
+/// Progress per partition, shared with the rebalance callback so a revoke can commit
+/// what is finished before the partition goes.
+type SharedProgress = Arc<Mutex<HashMap<Slot, PartitionProgress>>>;
+
+fn lock(progress: &SharedProgress) -> MutexGuard<'_, HashMap<Slot, PartitionProgress>> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// librdkafka's rebalance hooks (run on the thread that polls, i.e. inside `recv`).
+struct Rebalancer {
+    progress: SharedProgress,
+    revoked: mpsc::UnboundedSender<Vec<Slot>>,
+}
+
+impl ClientContext for Rebalancer {}
+
+impl ConsumerContext for Rebalancer {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else { return };
+        let mut slots = Vec::new();
+        let mut list = TopicPartitionList::new();
+        {
+            let mut progress = lock(&self.progress);
+            for element in partitions.elements() {
+                let slot = (element.topic().to_string(), element.partition());
+                if let Some(offset) = progress.remove(&slot).and_then(|mut p| p.committable()) {
+                    let _ = list.add_partition_offset(&slot.0, slot.1, Offset::Offset(offset));
+                }
+                slots.push(slot);
+            }
+        }
+        if list.count() > 0
+            && let Err(error) = consumer.commit(&list, CommitMode::Async)
+        {
+            tracing::debug!(%error, "commit on revoke failed; the next owner redelivers from the last commit");
+        }
+        tracing::debug!(partitions = slots.len(), "partitions revoked");
+        let _ = self.revoked.send(slots);
+    }
 }
 
 impl Consumer {
     /// A consumer with no handlers yet.
     pub fn new(config: ConsumerConfig) -> Self {
-        Self { config, handlers: HashMap::new() }
+        Self { config, handlers: HashMap::new(), inbox: None, publisher: None }
     }
 
-    /// Handles events of type `E` (routed by the `event-type` header) with `handler`.
+    /// Handles events of type `E` (routed by the `event-type` header) with `handler`, an
+    /// async function of the typed envelope and a [`Context`].
     pub fn on<E, F, Fut>(mut self, handler: F) -> Self
     where
         E: Event,
         F: Fn(Envelope<E>, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let max = self.config.envelope_bytes_max;
-        let erased: Handler =
-            Arc::new(move |payload: &[u8], context: Context| match Envelope::<E>::from_json(payload, max) {
-                Ok(envelope) => Box::pin(handler(envelope, context)) as HandlerFuture,
-                Err(error) => {
-                    let error = HandlerError::Undecodable(error.to_string());
-                    Box::pin(async move { Err(error) })
-                }
-            });
-        self.handlers.insert(E::TYPE, erased);
+        self.handlers.insert(E::TYPE, erase(handler, self.config.envelope_bytes_max));
+        self
+    }
+
+    /// Skips events the inbox already recorded for this group and records each event after
+    /// its handler succeeds.
+    pub fn inbox(mut self, inbox: Arc<dyn Inbox>) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// The publisher for dead letters and for [`Context::publish`]; by default one on the
+    /// consumer's brokers with the group as client id.
+    pub fn publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(publisher);
         self
     }
 
     /// Consumes until `shutdown` resolves; then stops fetching, finishes what is in
     /// flight, commits it and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
-        let config = Arc::new(self.config);
+        let config = self.config;
+        let group: Arc<str> = Arc::from(config.group_id.as_str());
+        if let Some(inbox) = &self.inbox
+            && inbox.window() < config.retry.horizon()
+        {
+            return Err(ConsumerError::InboxWindow {
+                group: config.group_id.clone(),
+                window: inbox.window(),
+                horizon: config.retry.horizon(),
+            });
+        }
         let setup = |source| ConsumerError::Setup { group: config.group_id.clone(), source: Box::new(source) };
-        let consumer: StreamConsumer = ClientConfig::new()
+        let progress: SharedProgress = Arc::default();
+        let (revoked_tx, mut revoked_rx) = mpsc::unbounded_channel();
+        let rebalancer = Rebalancer { progress: Arc::clone(&progress), revoked: revoked_tx };
+        let consumer: StreamConsumer<Rebalancer> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .create()
+            .create_with_context(rebalancer)
             .map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(setup)?;
-        let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()
-            .map_err(setup)?;
-        let handlers = Arc::new(self.handlers);
+        let publisher = match self.publisher {
+            Some(publisher) => publisher,
+            None => Publisher::new(PublisherConfig::default().brokers(&config.brokers).client_id(&config.group_id))
+                .map_err(|source| ConsumerError::Publisher {
+                    group: config.group_id.clone(),
+                    source: Box::new(source),
+                })?,
+        };
+        let _pruner = self.inbox.as_ref().map(|inbox| Pruner::start(Arc::clone(inbox)));
+        let shared = Arc::new(Shared {
+            config,
+            group,
+            handlers: self.handlers,
+            inbox: self.inbox,
+            publisher: Arc::new(publisher),
+        });
+        let config = &shared.config;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-        let mut schedulers: HashMap<(String, i32), KeyedScheduler<Work>> = HashMap::new();
-        let mut progress: HashMap<(String, i32), PartitionProgress> = HashMap::new();
+        let mut partitions: HashMap<Slot, PartitionState> = HashMap::new();
+        let mut epoch = 0u64;
         let mut buffered = 0usize;
         let mut commit_tick = tokio::time::interval(config.commit_interval);
         tokio::pin!(shutdown);
@@ -191,6 +298,14 @@ impl Consumer {
                     tracing::debug!(group = %config.group_id, buffered, "stopping: finishing in-flight messages");
                     stopping = true;
                 }
+                Some(slots) = revoked_rx.recv() => {
+                    for slot in slots {
+                        if let Some(state) = partitions.remove(&slot) {
+                            // Queued messages are dropped; running ones still report (and are ignored).
+                            buffered = buffered.saturating_sub(state.scheduler.queued());
+                        }
+                    }
+                }
                 received = consumer.recv(), if !stopping && buffered < config.buffered_max => {
                     let message = match received {
                         Ok(message) => message.detach(),
@@ -200,50 +315,51 @@ impl Consumer {
                         }
                     };
                     let slot = (message.topic().to_string(), message.partition());
-                    tracing::trace!(topic = %slot.0, partition = slot.1, offset = message.offset(), "received");
-                    progress.entry(slot.clone()).or_default().received(message.offset());
-                    let key = message.key().map(<[u8]>::to_vec);
                     let offset = message.offset();
-                    schedulers
-                        .entry(slot.clone())
-                        .or_insert_with(|| KeyedScheduler::new(config.in_flight_per_partition))
-                        .push(offset, key, Work { message });
+                    lock(&progress).entry(slot.clone()).or_default().received(offset);
+                    let state = partitions.entry(slot.clone()).or_insert_with(|| {
+                        epoch += 1;
+                        PartitionState::new(epoch, config.in_flight_per_partition)
+                    });
+                    let key = message.key().map(<[u8]>::to_vec);
+                    state.scheduler.push(offset, key, message);
                     buffered += 1;
-                    start_ready(&slot, &mut schedulers, &handlers, &config, &dlq, &done_tx);
+                    state.start_ready(&slot, &shared, &done_tx);
                 }
                 Some(done) = done_rx.recv() => {
                     buffered = buffered.saturating_sub(1);
-                    let slot = (done.topic, done.partition);
-                    if let Some(p) = progress.get_mut(&slot) {
+                    let Some(state) = partitions.get_mut(&done.slot).filter(|s| s.epoch == done.epoch) else {
+                        continue; // from an earlier assignment of this partition
+                    };
+                    if let Some(p) = lock(&progress).get_mut(&done.slot) {
                         p.finished(done.offset);
                     }
-                    if let Some(s) = schedulers.get_mut(&slot) {
-                        s.finished(done.key.as_deref());
+                    state.scheduler.finished(done.key.as_deref());
+                    if done.dead_lettered && config.park_keys_after_dead_letter && let Some(key) = done.key {
+                        state.parked.insert(key);
                     }
-                    start_ready(&slot, &mut schedulers, &handlers, &config, &dlq, &done_tx);
+                    state.start_ready(&done.slot, &shared, &done_tx);
                 }
                 _ = commit_tick.tick() => {
-                    commit(&consumer, &mut progress, CommitMode::Async);
-                    if stopping {
-                        tracing::trace!(group = %config.group_id, buffered, "stopping");
-                    }
+                    commit(&consumer, &progress, CommitMode::Async);
+                    metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(buffered as f64);
                     if stopping && buffered == 0 {
                         break;
                     }
                 }
             }
         }
-        commit(&consumer, &mut progress, CommitMode::Async);
-        // Once more, synchronously, so the last positions are stored before leaving.
+        commit(&consumer, &progress, CommitMode::Async);
+        // Once more with everything committable so far, then a moment of polling so
+        // librdkafka sends it and serves its result (a synchronous commit from inside the
+        // async runtime can block forever). Messages that arrive meanwhile are neither
+        // handled nor committed: they are redelivered.
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), p) in &progress {
+        for ((topic, partition), p) in lock(&progress).iter() {
             if let Some(offset) = p.last_committable() {
                 let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
             }
         }
-        // An asynchronous commit, then a moment of polling so librdkafka sends it and serves
-        // its result (a synchronous commit from inside the runtime can block forever).
-        // Messages that arrive meanwhile are not handled and not committed: redelivered.
         if list.count() > 0
             && let Err(error) = consumer.commit(&list, CommitMode::Async)
         {
@@ -263,28 +379,53 @@ impl Consumer {
     }
 }
 
-/// Starts every message of `slot` that may run now.
-fn start_ready(
-    slot: &(String, i32),
-    schedulers: &mut HashMap<(String, i32), KeyedScheduler<Work>>,
-    handlers: &Arc<HashMap<&'static str, Handler>>,
-    config: &Arc<ConsumerConfig>,
-    dlq: &FutureProducer,
-    done: &mpsc::UnboundedSender<Done>,
-) {
-    let Some(scheduler) = schedulers.get_mut(slot) else { return };
-    while let Some(queued) = scheduler.start_next() {
-        let (handlers, config, dlq, done) = (Arc::clone(handlers), Arc::clone(config), dlq.clone(), done.clone());
-        tokio::spawn(async move {
-            let message = queued.item.message;
-            handle(&message, &handlers, &config, &dlq).await;
-            let _ = done.send(Done {
-                topic: message.topic().to_string(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: queued.key,
+/// One assigned partition's queue and parked keys.
+struct PartitionState {
+    epoch: u64,
+    scheduler: KeyedScheduler<OwnedMessage>,
+    parked: HashSet<Vec<u8>>,
+}
+
+impl PartitionState {
+    fn new(epoch: u64, in_flight: usize) -> Self {
+        Self { epoch, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
+    }
+
+    /// Starts every message that may run now.
+    fn start_ready(&mut self, slot: &Slot, shared: &Arc<Shared>, done: &mpsc::UnboundedSender<Done>) {
+        while let Some(queued) = self.scheduler.start_next() {
+            let parked = queued.key.as_ref().is_some_and(|k| self.parked.contains(k));
+            let work = Work { message: queued.item, epoch: self.epoch, parked };
+            let (shared, done, slot, key) = (Arc::clone(shared), done.clone(), slot.clone(), queued.key);
+            tokio::spawn(async move {
+                let dead_lettered = handle(&work.message, work.parked, &shared).await;
+                let _ = done.send(Done { slot, offset: work.message.offset(), key, epoch: work.epoch, dead_lettered });
             });
-        });
+        }
+    }
+}
+
+/// Prunes the inbox now and then, in the background, while the consumer runs.
+struct Pruner(tokio::task::JoinHandle<()>);
+
+impl Pruner {
+    fn start(inbox: Arc<dyn Inbox>) -> Self {
+        let every = (inbox.window() / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match inbox.prune(now_ms()).await {
+                    Ok(pruned) => tracing::debug!(pruned, "inbox pruned"),
+                    Err(error) => tracing::warn!(%error, "inbox prune failed; retrying later"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -293,119 +434,118 @@ fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// Runs one message to the end: handled, skipped, or acknowledged by the dead-letter topic.
-async fn handle(
-    message: &OwnedMessage,
-    handlers: &HashMap<&'static str, Handler>,
-    config: &ConsumerConfig,
-    dlq: &FutureProducer,
-) {
-    let event_type = header(message, "event-type").unwrap_or_default();
-    let Some(handler) = handlers.get(event_type) else {
-        tracing::debug!(event_type, offset = message.offset(), "no handler for this event type");
-        metrics::counter!("herald_unknown_event_types_total", "event_type" => event_type.to_string()).increment(1);
+/// How one attempt ended well.
+enum Outcome {
+    Handled,
+    Duplicate,
+}
+
+/// Runs one message to the end: handled, skipped, or acknowledged by the dead-letter
+/// topic. Returns whether it was dead-lettered.
+async fn handle(message: &OwnedMessage, parked: bool, shared: &Shared) -> bool {
+    let config = &shared.config;
+    let named_type = header(message, "event-type").unwrap_or_default();
+    let dead = |class: &'static str, text: String, attempts: u32| Failure { class, message: text, attempts };
+    let Some((&event_type, handler)) = shared.handlers.get_key_value(named_type) else {
+        tracing::debug!(event_type = named_type, offset = message.offset(), "no handler for this event type");
+        metrics::counter!("herald_unknown_event_types_total", "event_type" => named_type.to_string()).increment(1);
         if config.unknown_types == UnknownTypes::DeadLetter {
-            let error = HandlerError::Permanent(format!("no handler for event type {event_type:?}"));
-            dead_letter(message, &error, 0, config, dlq).await;
+            let failure = dead("unknown-type", format!("no handler for event type {named_type:?}"), 0);
+            dead_letter(message, &failure, &shared.group, &config.retry, shared.publisher.producer()).await;
+            return true;
         }
-        return;
+        return false;
     };
+    if parked {
+        let failure = dead("parked", "an earlier event with this key was dead-lettered".into(), 0);
+        dead_letter(message, &failure, &shared.group, &config.retry, shared.publisher.producer()).await;
+        return true;
+    }
     let payload = message.payload().unwrap_or_default();
-    tracing::trace!(event_type, offset = message.offset(), "handling");
+    let base = Context {
+        group: Arc::clone(&shared.group),
+        topic: Arc::from(message.topic()),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(Arc::from),
+        attempt: 1,
+        event_id: Uuid::nil(),
+        correlation_id: None,
+        causation_id: None,
+        trace_id: None,
+        publisher: Arc::clone(&shared.publisher),
+    };
     let mut attempt = 1;
     loop {
-        let context = Context {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-            attempt,
+        let context = Context { attempt, ..base.clone() };
+        let result = match handler(payload, context) {
+            Ok(ready) => run_once(ready, shared, event_type).await,
+            Err(error) => Err(error),
         };
-        let started = std::time::Instant::now();
-        let result = handler(payload, context).await;
-        metrics::histogram!("herald_handler_seconds", "event_type" => event_type.to_string())
-            .record(started.elapsed().as_secs_f64());
-        tracing::trace!(event_type, offset = message.offset(), ok = result.is_ok(), "handled");
-        let Err(error) = result else {
-            metrics::counter!("herald_consumed_total", "event_type" => event_type.to_string()).increment(1);
-            return;
+        let error = match result {
+            Ok(Outcome::Handled) => {
+                metrics::counter!("herald_consumed_total", "event_type" => event_type).increment(1);
+                return false;
+            }
+            Ok(Outcome::Duplicate) => {
+                metrics::counter!("herald_duplicates_skipped_total", "event_type" => event_type).increment(1);
+                return false;
+            }
+            Err(error) => error,
         };
-        let jitter = f64::from(uuid::Uuid::now_v7().as_bytes()[15]) / 256.0;
+        let jitter = f64::from(Uuid::now_v7().as_bytes()[15]) / 256.0;
         match config.retry.decide(attempt, &error, jitter) {
             RetryDecision::RetryAfter(delay) => {
-                metrics::counter!("herald_retries_total", "event_type" => event_type.to_string()).increment(1);
+                tracing::debug!(event_type, offset = message.offset(), attempt, %error, ?delay, "retrying");
+                metrics::counter!("herald_retries_total", "event_type" => event_type).increment(1);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
             RetryDecision::DeadLetter => {
-                dead_letter(message, &error, attempt, config, dlq).await;
-                return;
+                let failure = dead(error.class(), error.to_string(), attempt);
+                dead_letter(message, &failure, &shared.group, &config.retry, shared.publisher.producer()).await;
+                return true;
             }
         }
     }
 }
 
-/// Copies the message to `<topic>.dlq` with headers saying why, and returns only once the
-/// broker acknowledged it (retrying forever with backoff: the source offset must not be
-/// committed before).
-async fn dead_letter(
-    message: &OwnedMessage,
-    error: &HandlerError,
-    attempts: u32,
-    config: &ConsumerConfig,
-    dlq: &FutureProducer,
-) {
-    let topic = format!("{}.dlq", message.topic());
-    let (partition, offset, attempts) =
-        (message.partition().to_string(), message.offset().to_string(), attempts.to_string());
-    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-    let failed_at = rfc3339_now();
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for h in original.iter().filter(|h| !h.key.starts_with("dlq-")) {
-            headers = headers.insert(Header { key: h.key, value: h.value });
-        }
+/// One attempt: the inbox check, the handler inside its span, the inbox record.
+async fn run_once(ready: Ready, shared: &Shared, event_type: &'static str) -> Result<Outcome, HandlerError> {
+    let Ready { context, future } = ready;
+    let event_id = context.event_id.to_string();
+    let inbox_error = |error: crate::inbox::InboxError| HandlerError::Retryable(error.to_string());
+    if let Some(inbox) = &shared.inbox
+        && inbox.contains(&shared.group, &event_id).await.map_err(inbox_error)?
+    {
+        return Ok(Outcome::Duplicate);
     }
-    let message_text = error.to_string();
-    for (name, value) in [
-        ("dlq-original-topic", message.topic()),
-        ("dlq-original-partition", partition.as_str()),
-        ("dlq-original-offset", offset.as_str()),
-        ("dlq-original-key", key.as_str()),
-        ("dlq-error-class", error.class()),
-        ("dlq-error-message", message_text.as_str()),
-        ("dlq-attempts", attempts.as_str()),
-        ("dlq-failed-at", failed_at.as_str()),
-        ("dlq-consumer-group", config.group_id.as_str()),
-    ] {
-        headers = headers.insert(Header { key: name, value: Some(value) });
+    let span = tracing::info_span!(
+        "herald.handle",
+        event_type,
+        event_id = %context.event_id,
+        correlation_id = context.correlation_id.as_deref(),
+        causation_id = context.causation_id.as_deref(),
+        trace_id = context.trace_id.as_deref(),
+        topic = %context.topic,
+        partition = context.partition,
+        offset = context.offset,
+        attempt = context.attempt,
+    );
+    let started = Instant::now();
+    let result = future.instrument(span).await;
+    metrics::histogram!("herald_handler_seconds", "event_type" => event_type).record(started.elapsed().as_secs_f64());
+    result?;
+    if let Some(inbox) = &shared.inbox {
+        inbox.record(&shared.group, &event_id, now_ms()).await.map_err(inbox_error)?;
     }
-    let mut delay = config.retry.initial_delay;
-    loop {
-        let mut record = FutureRecord::to(&topic).headers(headers.clone());
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        match dlq.send(record, Duration::from_secs(30)).await {
-            Ok(_) => {
-                metrics::counter!("herald_dead_lettered_total", "topic" => message.topic().to_string()).increment(1);
-                return;
-            }
-            Err((error, _)) => {
-                tracing::error!(%topic, %error, "dead-letter publish failed; retrying before committing past it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(config.retry.max_delay);
-            }
-        }
-    }
+    Ok(Outcome::Handled)
 }
 
 /// Commits each partition's finished prefix, if it moved.
-fn commit(consumer: &StreamConsumer, progress: &mut HashMap<(String, i32), PartitionProgress>, mode: CommitMode) {
+fn commit(consumer: &StreamConsumer<Rebalancer>, progress: &SharedProgress, mode: CommitMode) {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), p) in progress.iter_mut() {
+    for ((topic, partition), p) in lock(progress).iter_mut() {
         if let Some(offset) = p.committable() {
             let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
         }

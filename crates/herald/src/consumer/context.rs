@@ -1,0 +1,95 @@
+//! What a handler receives besides its event ([`Context`]), and how typed handlers are
+//! erased so one consumer can route many event types.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::HandlerError;
+use crate::{Envelope, Event, PublishError, Published, Publisher};
+
+/// Where the message came from, which attempt this is, the envelope's ids, and a
+/// publisher that carries those ids into the events the handler publishes.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The consumer group.
+    pub group: Arc<str>,
+    /// Where the message came from.
+    pub topic: Arc<str>,
+    /// See `topic`.
+    pub partition: i32,
+    /// See `topic`.
+    pub offset: i64,
+    /// The record key, if any.
+    pub key: Option<Arc<[u8]>>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The handled event's id (the inbox key).
+    pub event_id: Uuid,
+    /// Its correlation id, if it had one.
+    pub correlation_id: Option<String>,
+    /// Its causation id, if it had one.
+    pub causation_id: Option<String>,
+    /// Its trace id, if it had one.
+    pub trace_id: Option<String>,
+    pub(crate) publisher: Arc<Publisher>,
+}
+
+impl Context {
+    /// Publishes `event` as a consequence of the handled one: the new envelope's
+    /// correlation id is the handled event's (or, if it had none, its event id), its
+    /// causation id is the handled event's id, and the trace id carries over.
+    pub async fn publish<E: Event>(&self, event: E) -> Result<Published, PublishError> {
+        self.publisher.publish_envelope(&self.follow_up(event)).await
+    }
+
+    /// An envelope for `event` carrying this context's ids (see [`publish`](Self::publish)),
+    /// e.g. to write it to an outbox instead.
+    pub fn follow_up<E: Event>(&self, event: E) -> Envelope<E> {
+        let mut envelope = Envelope::new(self.publisher.config().client_id.clone(), event);
+        envelope.correlation_id = Some(self.correlation_id.clone().unwrap_or_else(|| self.event_id.to_string()));
+        envelope.causation_id = Some(self.event_id.to_string());
+        envelope.trace_id.clone_from(&self.trace_id);
+        envelope
+    }
+
+    /// The publisher, for events that do not follow from the handled one.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+}
+
+/// A handler's result future.
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// A decoded message, ready to run: the context (ids filled in) and the handler's future,
+/// which does nothing until polled (so the runtime can consult the inbox first).
+pub(crate) struct Ready {
+    pub(crate) context: Context,
+    pub(crate) future: HandlerFuture,
+}
+
+/// Decodes the payload and prepares the typed handler's future.
+pub(crate) type ErasedHandler = Arc<dyn Fn(&[u8], Context) -> Result<Ready, HandlerError> + Send + Sync>;
+
+/// Wraps a typed handler: decode the envelope (at most `envelope_bytes_max`), copy its ids
+/// into the context, and hand back the handler's future.
+pub(crate) fn erase<E, F, Fut>(handler: F, envelope_bytes_max: usize) -> ErasedHandler
+where
+    E: Event,
+    F: Fn(Envelope<E>, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(move |payload: &[u8], mut context: Context| {
+        let envelope = Envelope::<E>::from_json(payload, envelope_bytes_max)
+            .map_err(|error| HandlerError::Undecodable(error.to_string()))?;
+        context.event_id = envelope.event_id;
+        context.correlation_id.clone_from(&envelope.correlation_id);
+        context.causation_id.clone_from(&envelope.causation_id);
+        context.trace_id.clone_from(&envelope.trace_id);
+        let future = Box::pin(handler(envelope, context.clone()));
+        Ok(Ready { context, future })
+    })
+}

@@ -1,0 +1,91 @@
+//! Dead letters: a copy of the failed record in `<topic>.dlq`, with headers telling its
+//! story, acknowledged by the broker before the source offset may be committed.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::RetryPolicy;
+use crate::envelope::rfc3339_now;
+
+/// Why a record is dead-lettered.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// `retryable`, `permanent`, `undecodable`, `unknown-type` or `parked`.
+    pub(crate) class: &'static str,
+    pub(crate) message: String,
+    pub(crate) attempts: u32,
+}
+
+/// The headers a dead letter carries besides the original ones.
+pub const DLQ_HEADERS: [&str; 9] = [
+    "dlq-original-topic",
+    "dlq-original-partition",
+    "dlq-original-offset",
+    "dlq-original-key",
+    "dlq-error-class",
+    "dlq-error-message",
+    "dlq-attempts",
+    "dlq-failed-at",
+    "dlq-consumer-group",
+];
+
+/// Copies `message` to `<topic>.dlq` and returns once the broker acknowledged it,
+/// retrying with backoff for as long as it takes: the source offset must not be committed
+/// before the dead letter is safe.
+pub(crate) async fn dead_letter(
+    message: &OwnedMessage,
+    failure: &Failure,
+    group: &str,
+    retry: &RetryPolicy,
+    producer: &FutureProducer,
+) {
+    let topic = format!("{}.dlq", message.topic());
+    let (partition, offset, attempts) =
+        (message.partition().to_string(), message.offset().to_string(), failure.attempts.to_string());
+    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+    let failed_at = rfc3339_now();
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for h in original.iter().filter(|h| !h.key.starts_with("dlq-")) {
+            headers = headers.insert(Header { key: h.key, value: h.value });
+        }
+    }
+    let values = [
+        message.topic(),
+        partition.as_str(),
+        offset.as_str(),
+        key.as_str(),
+        failure.class,
+        failure.message.as_str(),
+        attempts.as_str(),
+        failed_at.as_str(),
+        group,
+    ];
+    for (name, value) in DLQ_HEADERS.into_iter().zip(values) {
+        headers = headers.insert(Header { key: name, value: Some(value) });
+    }
+    let mut delay = retry.initial_delay;
+    loop {
+        let mut record = FutureRecord::to(&topic).headers(headers.clone());
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        match producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => {
+                metrics::counter!("herald_dead_lettered_total", "topic" => message.topic().to_string()).increment(1);
+                return;
+            }
+            Err((error, _)) => {
+                tracing::error!(%topic, %error, "dead-letter publish failed; retrying before committing past it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay);
+            }
+        }
+    }
+}

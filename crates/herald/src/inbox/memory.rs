@@ -1,0 +1,133 @@
+//! A bounded in-memory inbox: for tests, and for services whose handlers are idempotent
+//! anyway but want to skip the work of obvious duplicates. It forgets everything on
+//! restart, so it cannot make effects exactly-once across crashes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{Inbox, InboxFuture, window_ms};
+
+/// At most `capacity` entries, each kept for `window`; the oldest go first.
+#[derive(Debug)]
+pub struct MemoryInbox {
+    capacity: usize,
+    window: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    recorded: HashMap<(String, String), i64>,
+    /// Insertion order, for eviction by age and by capacity.
+    order: VecDeque<((String, String), i64)>,
+}
+
+impl State {
+    fn evict(&mut self, capacity: usize, cutoff_ms: i64) -> u64 {
+        let mut evicted = 0;
+        while let Some((entry, at)) = self.order.front() {
+            if self.order.len() <= capacity && *at >= cutoff_ms {
+                break;
+            }
+            // Only drop the map entry this queue entry created (a re-record after a
+            // prune leaves a newer queue entry behind it).
+            if self.recorded.get(entry) == Some(at) {
+                self.recorded.remove(entry);
+                evicted += 1;
+            }
+            self.order.pop_front();
+        }
+        evicted
+    }
+}
+
+impl MemoryInbox {
+    /// Keeps up to `capacity` entries (at least 1) for `window`.
+    pub fn new(capacity: usize, window: Duration) -> Self {
+        Self { capacity: capacity.max(1), window, state: Mutex::new(State::default()) }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.recorded.len())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way that
+        // matters for dedup (worst case an entry is forgotten), so keep going.
+        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+impl Default for MemoryInbox {
+    /// 100,000 entries for one hour.
+    fn default() -> Self {
+        Self::new(100_000, Duration::from_secs(3600))
+    }
+}
+
+impl Inbox for MemoryInbox {
+    fn contains<'a>(&'a self, group: &'a str, event_id: &'a str) -> InboxFuture<'a, bool> {
+        let found = self.with_state(|s| s.recorded.contains_key(&(group.to_string(), event_id.to_string())));
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn record<'a>(&'a self, group: &'a str, event_id: &'a str, now_ms: i64) -> InboxFuture<'a, bool> {
+        let capacity = self.capacity;
+        let cutoff = now_ms.saturating_sub(window_ms(self.window));
+        let fresh = self.with_state(|s| {
+            let entry = (group.to_string(), event_id.to_string());
+            if s.recorded.contains_key(&entry) {
+                return false;
+            }
+            s.recorded.insert(entry.clone(), now_ms);
+            s.order.push_back((entry, now_ms));
+            s.evict(capacity, cutoff);
+            true
+        });
+        Box::pin(async move { Ok(fresh) })
+    }
+
+    fn prune(&self, now_ms: i64) -> InboxFuture<'_, u64> {
+        let cutoff = now_ms.saturating_sub(window_ms(self.window));
+        let pruned = self.with_state(|s| s.evict(usize::MAX, cutoff));
+        Box::pin(async move { Ok(pruned) })
+    }
+
+    fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block<T>(f: InboxFuture<'_, T>) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(f).expect("memory inbox never fails")
+    }
+
+    #[test]
+    fn records_once_per_group_and_forgets_by_age_and_capacity() {
+        let inbox = MemoryInbox::new(3, Duration::from_millis(1_000));
+        assert!(block(inbox.record("g", "a", 0)));
+        assert!(!block(inbox.record("g", "a", 10)), "a duplicate");
+        assert!(block(inbox.record("other", "a", 10)), "groups are separate");
+        assert!(block(inbox.contains("g", "a")));
+        assert!(block(inbox.record("g", "b", 20)));
+        assert!(block(inbox.record("g", "c", 30)), "over capacity: the oldest goes");
+        assert!(!block(inbox.contains("g", "a")));
+        assert_eq!(inbox.len(), 3);
+        assert_eq!(block(inbox.prune(1_025)), 2, "entries from before 25 ms are past the window");
+        assert!(block(inbox.contains("g", "c")));
+        assert!(block(inbox.record("g", "a", 1_100)), "forgotten, so new again");
+    }
+}
