@@ -1,0 +1,96 @@
+//! Shared by the consumer tests: the seeds' user.created event, a publisher loop, a
+//! consumer running in the background, and polling waits.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses part of it
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use herald::consumer::{Consumer, ConsumerError};
+use herald::{Publisher, PublisherConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user_id: String,
+    pub n: u32,
+}
+herald::event!(UserCreated, type = "user.created", version = 1, key = user_id);
+
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
+/// Publishes `count` events `n = 0..count`, keyed over `keys` users, all concurrently.
+pub async fn publish(bootstrap: &str, count: u32, keys: u32) {
+    let publisher =
+        Publisher::new(PublisherConfig::default().brokers(bootstrap).client_id("auth-service")).expect("publisher");
+    let mut sends = Vec::new();
+    for n in 0..count {
+        let publisher = publisher.clone();
+        sends.push(tokio::spawn(async move {
+            publisher.publish(UserCreated { user_id: format!("user-{}", n % keys), n }).await
+        }));
+    }
+    for send in sends {
+        send.await.expect("task").expect("published");
+    }
+}
+
+/// Polls `done` every 20 ms; fails the test after 90 s.
+pub async fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A consumer running on its own task.
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ConsumerError>>,
+}
+
+impl Running {
+    pub fn start(consumer: Consumer) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(consumer.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Graceful shutdown: finish, commit, leave.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("consumer task").expect("consumer ran");
+    }
+
+    /// A crash: the task is dropped wherever it is; nothing more is committed.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// The consumer's own result, for consumers that are expected to refuse to start.
+    pub fn into_task(self) -> impl Future<Output = Result<(), ConsumerError>> {
+        async move { self.task.await.expect("consumer task") }
+    }
+}
+
+/// Rewinds `group` on `topic` (partitions `0..partitions`) to offset 0, as an admin tool
+/// would while the group is empty.
+pub fn rewind(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+    let admin: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().expect("client");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Offset(0)).expect("offset");
+    }
+    admin.commit(&list, rdkafka::consumer::CommitMode::Sync).expect("rewind commit");
+}
