@@ -2,58 +2,62 @@
 //! two groups, and poison messages (permanent failures dead-lettered with their story in
 //! the headers, transient ones retried until handled), with offsets committed on shutdown.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Running, UserCreated, wait};
 use herald::consumer::{Consumer, ConsumerConfig, HandlerError, RetryPolicy};
 use herald::testkit::TestBroker;
-use herald::{Publisher, PublisherConfig};
+use herald::{Envelope, Publisher, PublisherConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct UserCreated {
-    user_id: String,
-    n: u32,
-}
-herald::event!(UserCreated, type = "user.created", version = 1, key = user_id);
-
 async fn publish(bootstrap: &str, count: u32) {
-    let publisher =
-        Publisher::new(PublisherConfig::default().brokers(bootstrap).client_id("auth-service")).expect("publisher");
-    let mut sends = Vec::new();
-    for n in 0..count {
-        let publisher = publisher.clone();
-        sends.push(tokio::spawn(async move {
-            publisher.publish(UserCreated { user_id: format!("user-{}", n % 50), n }).await
-        }));
-    }
-    for send in sends {
-        send.await.expect("task").expect("published");
-    }
+    common::publish(bootstrap, count, 50).await;
 }
 
-fn wait(what: &str, mut done: impl FnMut() -> bool) -> impl std::future::Future<Output = ()> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut ok = done();
-    let what = what.to_string();
-    async move {
-        while !ok {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ok = done();
-        }
+type HeaderLookup = Box<dyn Fn(&str) -> Option<String>>;
+
+fn header_lookup(message: &BorrowedMessage<'_>) -> HeaderLookup {
+    let headers: HashMap<String, String> = message
+        .headers()
+        .map(|h| {
+            h.iter().filter_map(|h| Some((h.key.to_string(), String::from_utf8_lossy(h.value?).into_owned()))).collect()
+        })
+        .unwrap_or_default();
+    Box::new(move |name| headers.get(name).cloned())
+}
+
+/// Reads `count` dead letters from `topic` (from the beginning), failing after 60 s.
+fn read_dead_letters(bootstrap: &str, topic: &str, count: usize) -> Vec<(Envelope<UserCreated>, HeaderLookup)> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("dlq reader");
+    reader.subscribe(&[topic]).expect("subscribe");
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while letters.len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} dead letters arrived", letters.len());
+        let Some(message) = tokio::task::block_in_place(|| reader.poll(Duration::from_millis(200))) else { continue };
+        let message = message.expect("dlq message");
+        let envelope =
+            Envelope::from_json(message.payload().expect("payload"), 1 << 20).expect("the original envelope");
+        letters.push((envelope, header_lookup(&message)));
     }
+    letters
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_handle_every_user_created_event() {
-    if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-    }
+    common::log_if_asked();
     let broker = TestBroker::start().await;
     let b = broker.bootstrap();
     publish(&b, 200).await;
@@ -140,30 +144,9 @@ async fn poison_messages_are_dead_lettered_and_transient_failures_retried() {
     }
 
     // Exactly the permanent failures are in user.created.dlq, with their story.
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("dlq reader");
-    dlq.subscribe(&["user.created.dlq"]).expect("subscribe");
     let expected_dead: BTreeSet<u32> = (0..total).filter(|n| permanent(*n)).collect();
     let mut dead = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dead.len() < expected_dead.len() {
-        assert!(Instant::now() < deadline, "only {} dead letters arrived", dead.len());
-        let Some(message) = tokio::task::block_in_place(|| dlq.poll(Duration::from_millis(200))) else { continue };
-        let message = message.expect("dlq message");
-        let envelope: herald::Envelope<UserCreated> =
-            herald::Envelope::from_json(message.payload().expect("payload"), 1 << 20).expect("the original envelope");
-        let headers = message.headers().expect("headers");
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+    for (envelope, get) in read_dead_letters(&b, "user.created.dlq", expected_dead.len()) {
         assert_eq!(get("dlq-original-topic").as_deref(), Some("user.created"));
         assert_eq!(get("dlq-error-class").as_deref(), Some("permanent"));
         assert_eq!(get("dlq-attempts").as_deref(), Some("1"), "permanent errors are not retried");
@@ -186,4 +169,108 @@ async fn poison_messages_are_dead_lettered_and_transient_failures_retried() {
     }
     let lag = broker.running().broker().group_lag("notification-service");
     assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "everything committed, dead letters included: {lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_key_sends_its_later_events_after_its_dead_letter() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    // Published one at a time so n follows offset order within each key.
+    let publisher =
+        Publisher::new(PublisherConfig::default().brokers(&b).client_id("auth-service")).expect("publisher");
+    for n in 0..500 {
+        publisher.publish(UserCreated { user_id: format!("user-{}", n % 50), n }).await.expect("published");
+    }
+    // user-7's event 107 fails for good; its later events (157, 207, ...) are parked.
+    let poisoned = 107u32;
+    let handled: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let mut config = ConsumerConfig::new(&b, "parking", &["user.created"]);
+    config.park_keys_after_dead_letter = true;
+    let h = Arc::clone(&handled);
+    let running = Running::start(Consumer::new(config).on(move |event: Envelope<UserCreated>, _ctx| {
+        let handled = Arc::clone(&h);
+        async move {
+            if event.data.n == poisoned {
+                return Err(HandlerError::Permanent("bad address".into()));
+            }
+            handled.lock().expect("lock").insert(event.data.n);
+            Ok(())
+        }
+    }));
+    let parked: BTreeSet<u32> = (0..500).filter(|n| n % 50 == poisoned % 50 && *n > poisoned).collect();
+    let expected: BTreeSet<u32> = (0..500).filter(|n| *n != poisoned && !parked.contains(n)).collect();
+    let h = Arc::clone(&handled);
+    wait("every unparked event handled", move || *h.lock().expect("lock") == expected).await;
+    let letters = read_dead_letters(&b, "user.created.dlq", 1 + parked.len());
+    // Within the key, in offset order (the publisher sent concurrently, so offsets, not n,
+    // give the key's order): the failure first, then every later event, parked.
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|(_, get)| get("dlq-original-offset").and_then(|o| o.parse().ok()).expect("offset header"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "the key's dead letters keep its order: {offsets:?}");
+    let lettered: BTreeSet<u32> = letters.iter().map(|(e, _)| e.data.n).collect();
+    assert_eq!(letters[0].0.data.n, poisoned, "the failure comes first");
+    assert_eq!(lettered.len(), letters.len(), "no duplicates");
+    assert!(lettered.iter().all(|n| *n == poisoned || parked.contains(n)));
+    assert_eq!(letters[0].1("dlq-error-class").as_deref(), Some("permanent"));
+    assert!(letters[1..].iter().all(|(_, get)| get("dlq-error-class").as_deref() == Some("parked")));
+    running.stop().await;
+    let handled = handled.lock().expect("lock");
+    assert!(parked.iter().all(|n| !handled.contains(n)), "parked events were not handled");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WelcomeMailSent {
+    user_id: String,
+}
+herald::event!(WelcomeMailSent, type = "notification.welcome_sent", version = 1, key = user_id);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_from_a_handler_carry_correlation_and_causation() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let publisher =
+        Publisher::new(PublisherConfig::default().brokers(&b).client_id("auth-service")).expect("publisher");
+    let with_flow =
+        Envelope::new("auth-service", UserCreated { user_id: "u1".into(), n: 1 }).with_correlation_id("signup-flow-1");
+    let without_flow = Envelope::new("auth-service", UserCreated { user_id: "u2".into(), n: 2 });
+    publisher.publish_envelope(&with_flow).await.expect("published");
+    publisher.publish_envelope(&without_flow).await.expect("published");
+
+    // notification-service reacts to user.created with a follow-up event.
+    let notifications =
+        Running::start(Consumer::new(ConsumerConfig::new(&b, "notification-service", &["user.created"])).on(
+            |event: Envelope<UserCreated>, ctx: herald::consumer::Context| async move {
+                ctx.publish(WelcomeMailSent { user_id: event.data.user_id })
+                    .await
+                    .map_err(|e| HandlerError::Retryable(e.to_string()))?;
+                Ok(())
+            },
+        ));
+    // analytics-service records the follow-ups' envelopes.
+    let followups: Arc<Mutex<Vec<Envelope<WelcomeMailSent>>>> = Arc::default();
+    let f = Arc::clone(&followups);
+    let analytics =
+        Running::start(Consumer::new(ConsumerConfig::new(&b, "analytics-service", &["notification.welcome_sent"])).on(
+            move |event: Envelope<WelcomeMailSent>, _ctx| {
+                let followups = Arc::clone(&f);
+                async move {
+                    followups.lock().expect("lock").push(event);
+                    Ok(())
+                }
+            },
+        ));
+    let f = Arc::clone(&followups);
+    wait("both follow-ups", move || f.lock().expect("lock").len() == 2).await;
+    notifications.stop().await;
+    analytics.stop().await;
+    let followups = followups.lock().expect("lock");
+    let of = |user: &str| followups.iter().find(|e| e.data.user_id == user).expect("follow-up").clone();
+    let (one, two) = (of("u1"), of("u2"));
+    assert_eq!(one.correlation_id.as_deref(), Some("signup-flow-1"), "the flow's correlation id carries over");
+    assert_eq!(one.causation_id, Some(with_flow.event_id.to_string()), "caused by the handled event");
+    assert_eq!(two.correlation_id, Some(without_flow.event_id.to_string()), "a flow starts at its first event");
+    assert_eq!(two.causation_id, Some(without_flow.event_id.to_string()));
+    assert_eq!(one.source, "notification-service", "published under the consuming service's name");
 }

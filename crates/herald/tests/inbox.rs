@@ -202,8 +202,10 @@ async fn claims_in_the_handlers_transaction_make_effects_exactly_once_on_postgre
         let running = Running::start(consumer);
         let lag_zero = || broker.running().broker().group_lag(&group).iter().map(|l| l.lag).sum::<i64>() == 0;
         let calls_now = Arc::clone(&calls);
-        wait("everything handled and committed", || calls_now.lock().expect("lock").len() == EVENTS as usize && lag_zero())
-            .await;
+        wait("everything handled and committed", || {
+            calls_now.lock().expect("lock").len() == EVENTS as usize && lag_zero()
+        })
+        .await;
         running.stop().await;
         if round == 1 {
             rewind(&b, &group, "user.created", 3);

@@ -3,7 +3,6 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of it
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use herald::consumer::{Consumer, ConsumerError};
@@ -78,8 +77,8 @@ impl Running {
     }
 
     /// The consumer's own result, for consumers that are expected to refuse to start.
-    pub fn into_task(self) -> impl Future<Output = Result<(), ConsumerError>> {
-        async move { self.task.await.expect("consumer task") }
+    pub async fn into_task(self) -> Result<(), ConsumerError> {
+        self.task.await.expect("consumer task")
     }
 }
 
