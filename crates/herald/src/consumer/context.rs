@@ -8,6 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::HandlerError;
+use super::record::Record;
 use crate::{Envelope, Event, PublishError, Published, Publisher};
 
 /// Where the message came from, which attempt this is, the envelope's ids, and a
@@ -22,8 +23,6 @@ pub struct Context {
     pub partition: i32,
     /// See `topic`.
     pub offset: i64,
-    /// The record key, if any.
-    pub key: Option<Arc<[u8]>>,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// The handled event's id (the inbox key).
@@ -35,6 +34,7 @@ pub struct Context {
     /// Its trace id, if it had one.
     pub trace_id: Option<String>,
     pub(crate) publisher: Arc<Publisher>,
+    pub(crate) record: Arc<Record>,
 }
 
 impl Context {
@@ -55,6 +55,16 @@ impl Context {
         envelope
     }
 
+    /// The record key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.record.key()
+    }
+
+    /// The consumed record: payload, key and headers as they arrived.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
     /// The publisher, for events that do not follow from the handled one.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
@@ -64,10 +74,12 @@ impl Context {
 /// A handler's result future.
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 
-/// A decoded message, ready to run: the context (ids filled in) and the handler's future,
-/// which does nothing until polled (so the runtime can consult the inbox first).
+/// A decoded message, ready to run: its event id, the tracing span carrying its ids, and
+/// the handler's future, which does nothing until polled (so the runtime can consult the
+/// inbox first).
 pub(crate) struct Ready {
-    pub(crate) context: Context,
+    pub(crate) event_id: Uuid,
+    pub(crate) span: tracing::Span,
     pub(crate) future: HandlerFuture,
 }
 
@@ -89,7 +101,20 @@ where
         context.correlation_id.clone_from(&envelope.correlation_id);
         context.causation_id.clone_from(&envelope.causation_id);
         context.trace_id.clone_from(&envelope.trace_id);
-        let future = Box::pin(handler(envelope, context.clone()));
-        Ok(Ready { context, future })
+        let span = tracing::info_span!(
+            "herald.handle",
+            event_type = E::TYPE,
+            event_id = %context.event_id,
+            correlation_id = context.correlation_id.as_deref(),
+            causation_id = context.causation_id.as_deref(),
+            trace_id = context.trace_id.as_deref(),
+            topic = %context.topic,
+            partition = context.partition,
+            offset = context.offset,
+            attempt = context.attempt,
+        );
+        let event_id = context.event_id;
+        let future = Box::pin(handler(envelope, context));
+        Ok(Ready { event_id, span, future })
     })
 }

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::RetryPolicy;
+use super::record::Record;
 use crate::envelope::rfc3339_now;
 
 /// Why a record is dead-lettered.
@@ -36,7 +36,7 @@ pub const DLQ_HEADERS: [&str; 9] = [
 /// retrying with backoff for as long as it takes: the source offset must not be committed
 /// before the dead letter is safe.
 pub(crate) async fn dead_letter(
-    message: &OwnedMessage,
+    message: &Record,
     failure: &Failure,
     group: &str,
     retry: &RetryPolicy,
@@ -48,10 +48,8 @@ pub(crate) async fn dead_letter(
     let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
     let failed_at = rfc3339_now();
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for h in original.iter().filter(|h| !h.key.starts_with("dlq-")) {
-            headers = headers.insert(Header { key: h.key, value: h.value });
-        }
+    for (key, value) in message.headers().filter(|(name, _)| !name.starts_with("dlq-")) {
+        headers = headers.insert(Header { key, value });
     }
     let values = [
         message.topic(),
@@ -70,7 +68,7 @@ pub(crate) async fn dead_letter(
     let mut delay = retry.initial_delay;
     loop {
         let mut record = FutureRecord::to(&topic).headers(headers.clone());
-        if let Some(payload) = message.payload() {
+        if let Some(payload) = message.payload_or_null() {
             record = record.payload(payload);
         }
         if let Some(key) = message.key() {

@@ -6,6 +6,8 @@
 
 mod context;
 mod dead_letter;
+mod dispatch;
+mod record;
 pub mod progress;
 pub mod retry;
 pub mod runtime;
@@ -14,6 +16,7 @@ pub mod scheduler;
 pub use context::Context;
 pub use dead_letter::DLQ_HEADERS;
 pub use progress::PartitionProgress;
+pub use record::Record;
 pub use retry::{HandlerError, RetryDecision, RetryPolicy};
 pub use runtime::{Consumer, ConsumerConfig, ConsumerError, UnknownTypes};
 pub use scheduler::KeyedScheduler;

@@ -6,36 +6,37 @@
 //! overtake a slow one. Keyless messages are ordered only by the capacity.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 
 /// One queued message: its offset, key and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued<T> {
+pub struct Queued<T, K = Vec<u8>> {
     /// The offset.
     pub offset: i64,
     /// The partition key, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<K>,
     /// Whatever the caller needs to run it.
     pub item: T,
 }
 
 /// The scheduler of one partition.
 #[derive(Debug)]
-pub struct KeyedScheduler<T> {
+pub struct KeyedScheduler<T, K = Vec<u8>> {
     capacity: usize,
-    queue: VecDeque<Queued<T>>,
+    queue: VecDeque<Queued<T, K>>,
     /// Keys with a message running.
-    running_keys: HashSet<Vec<u8>>,
+    running_keys: HashSet<K>,
     running: usize,
 }
 
-impl<T> KeyedScheduler<T> {
+impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
     /// At most `capacity` messages of this partition run at once (at least 1).
     pub fn new(capacity: usize) -> Self {
         Self { capacity: capacity.max(1), queue: VecDeque::new(), running_keys: HashSet::new(), running: 0 }
     }
 
     /// Queues a message (call in offset order).
-    pub fn push(&mut self, offset: i64, key: Option<Vec<u8>>, item: T) {
+    pub fn push(&mut self, offset: i64, key: Option<K>, item: T) {
         self.queue.push_back(Queued { offset, key, item });
     }
 
@@ -52,7 +53,7 @@ impl<T> KeyedScheduler<T> {
     /// The next message that may start now, if any: the first queued one whose key has
     /// nothing running (which is then that key's earliest message, since the queue is in
     /// offset order).
-    pub fn start_next(&mut self) -> Option<Queued<T>> {
+    pub fn start_next(&mut self) -> Option<Queued<T, K>> {
         if self.running >= self.capacity {
             return None;
         }
@@ -66,7 +67,7 @@ impl<T> KeyedScheduler<T> {
     }
 
     /// A started message finished; its key may run its next message.
-    pub fn finished(&mut self, key: Option<&[u8]>) {
+    pub fn finished(&mut self, key: Option<&K>) {
         self.running = self.running.saturating_sub(1);
         if let Some(k) = key {
             self.running_keys.remove(k);
@@ -91,7 +92,7 @@ mod tests {
         assert_eq!(s.start_next().map(|q| q.offset), Some(0));
         assert_eq!(s.start_next().map(|q| q.offset), Some(2), "b overtakes a's second message");
         assert_eq!(s.start_next().map(|q| q.offset), None, "a's second waits for its first");
-        s.finished(Some(b"a"));
+        s.finished(Some(&b"a".to_vec()));
         assert_eq!(s.start_next().map(|q| q.offset), Some(1));
     }
 
@@ -122,7 +123,7 @@ mod tests {
                 prop_assert!(!running.is_empty(), "stalled with {} queued", s.queued());
                 let index = picks.next().map_or(0, |p| p.index(running.len()));
                 let (_, key) = running.swap_remove(index);
-                s.finished(Some(&[key]));
+                s.finished(Some(&vec![key]));
                 finished += 1;
             }
             for (key, offsets) in started_per_key {

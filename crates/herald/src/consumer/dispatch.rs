@@ -1,0 +1,339 @@
+//! The consumer's dispatch state, owned by the run loop: per assigned partition, a keyed
+//! scheduler and parked keys; shared with the rebalance callback, each partition's commit
+//! progress. It turns received messages into handler runs and finished runs into
+//! committable offsets. Handlers that finish without waiting run inline (no task, no
+//! channel); the others move to their own task and report back through a channel.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::context::{ErasedHandler, Ready};
+use super::dead_letter::{Failure, dead_letter};
+use super::record::Record;
+use super::runtime::UnknownTypes;
+use super::{Context, ConsumerConfig, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision};
+use crate::Publisher;
+use crate::inbox::{Inbox, now_ms};
+
+/// A partition: its topic (interned, so lookups do not allocate) and number.
+pub(crate) type Slot = (Arc<str>, i32);
+
+/// Progress per partition, shared with the rebalance callback so a revoke can commit
+/// what is finished before the partition goes.
+pub(crate) type SharedProgress = Arc<Mutex<HashMap<Slot, PartitionProgress>>>;
+
+pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, HashMap<Slot, PartitionProgress>> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the handler tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: ConsumerConfig,
+    pub(crate) group: Arc<str>,
+    pub(crate) handlers: HashMap<&'static str, Route>,
+    pub(crate) inbox: Option<Arc<dyn Inbox>>,
+    pub(crate) publisher: Arc<Publisher>,
+}
+
+/// One event type's handler and its metric handles (registered once, not per message).
+pub(crate) struct Route {
+    handler: ErasedHandler,
+    consumed: metrics::Counter,
+    duplicates: metrics::Counter,
+    retries: metrics::Counter,
+    handler_seconds: metrics::Histogram,
+}
+
+impl Route {
+    pub(crate) fn new(event_type: &'static str, handler: ErasedHandler) -> Self {
+        Self {
+            handler,
+            consumed: metrics::counter!("herald_consumed_total", "event_type" => event_type),
+            duplicates: metrics::counter!("herald_duplicates_skipped_total", "event_type" => event_type),
+            retries: metrics::counter!("herald_retries_total", "event_type" => event_type),
+            handler_seconds: metrics::histogram!("herald_handler_seconds", "event_type" => event_type),
+        }
+    }
+}
+
+/// A message finished on its own task.
+pub(crate) struct Done {
+    slot: Slot,
+    record: Arc<Record>,
+    epoch: u64,
+    dead_lettered: bool,
+}
+
+/// The run loop's state.
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    progress: SharedProgress,
+    partitions: HashMap<Slot, PartitionState>,
+    topics: HashMap<String, Arc<str>>,
+    epoch: u64,
+    /// Messages received and not finished.
+    pub(crate) buffered: usize,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(shared: Arc<Shared>, progress: SharedProgress) -> (Self, mpsc::UnboundedReceiver<Done>) {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        let dispatcher = Self {
+            shared,
+            progress,
+            partitions: HashMap::new(),
+            topics: HashMap::new(),
+            epoch: 0,
+            buffered: 0,
+            done,
+        };
+        (dispatcher, done_rx)
+    }
+
+    /// Whether another message may be received.
+    pub(crate) fn has_room(&self) -> bool {
+        self.buffered < self.shared.config.buffered_max
+    }
+
+    /// Copies a received message, queues it and starts whatever may run.
+    pub(crate) fn accept(&mut self, message: &impl Message) {
+        let topic = match self.topics.get(message.topic()) {
+            Some(topic) => Arc::clone(topic),
+            None => {
+                let topic: Arc<str> = Arc::from(message.topic());
+                self.topics.insert(message.topic().to_string(), Arc::clone(&topic));
+                topic
+            }
+        };
+        let record = Arc::new(Record::copy(message, Arc::clone(&topic)));
+        let slot: Slot = (topic, message.partition());
+        let offset = message.offset();
+        lock(&self.progress).entry(slot.clone()).or_default().received(offset);
+        let state = match self.partitions.get_mut(&slot) {
+            Some(state) => state,
+            None => {
+                self.epoch += 1;
+                let state = PartitionState::new(self.epoch, self.shared.config.in_flight_per_partition);
+                self.partitions.entry(slot.clone()).or_insert(state)
+            }
+        };
+        let key = record.key().map(key_hash);
+        state.scheduler.push(offset, key, record);
+        self.buffered += 1;
+        self.buffered -= state.start_ready(&slot, &self.shared, &self.done, &self.progress);
+    }
+
+    /// Records a message finished on its own task and starts whatever may run now.
+    pub(crate) fn finish(&mut self, done: Done) {
+        self.buffered = self.buffered.saturating_sub(1);
+        let Some(state) = self.partitions.get_mut(&done.slot).filter(|s| s.epoch == done.epoch) else {
+            return; // from an earlier assignment of this partition
+        };
+        state.finished(&done.slot, &done.record, done.dead_lettered, &self.shared.config, &self.progress);
+        self.buffered -= state.start_ready(&done.slot, &self.shared, &self.done, &self.progress);
+    }
+
+    /// Forgets revoked partitions: queued messages are dropped (the next owner gets them),
+    /// running ones still report and are ignored.
+    pub(crate) fn revoke(&mut self, slots: Vec<Slot>) {
+        for slot in slots {
+            if let Some(state) = self.partitions.remove(&slot) {
+                self.buffered = self.buffered.saturating_sub(state.scheduler.queued());
+            }
+        }
+    }
+}
+
+/// The scheduler's key: a 64-bit hash of the record key, so running keys are tracked
+/// without copying them. Two keys with the same hash merely take turns (order is kept,
+/// a little parallelism lost); parking compares the keys themselves.
+fn key_hash(key: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
+/// One assigned partition's queue and parked keys.
+struct PartitionState {
+    epoch: u64,
+    scheduler: KeyedScheduler<Arc<Record>, u64>,
+    parked: HashSet<Vec<u8>>,
+}
+
+impl PartitionState {
+    fn new(epoch: u64, in_flight: usize) -> Self {
+        Self { epoch, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
+    }
+
+    /// Starts every message that may run now. Each handler is first polled right here:
+    /// one that finishes without waiting costs no task and no channel round trip; one that
+    /// waits moves to its own task and reports through `done`. Returns how many finished
+    /// inline.
+    fn start_ready(
+        &mut self,
+        slot: &Slot,
+        shared: &Arc<Shared>,
+        done: &mpsc::UnboundedSender<Done>,
+        progress: &SharedProgress,
+    ) -> usize {
+        let mut finished_inline = 0;
+        while let Some(queued) = self.scheduler.start_next() {
+            let record = queued.item;
+            let parked = !self.parked.is_empty() && record.key().is_some_and(|k| self.parked.contains(k));
+            let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
+            let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> =
+                Box::pin(async move { handle(task_record, parked, &task_shared).await });
+            // A no-op waker is enough for this first poll: if the future is pending, the
+            // task below polls it again at once and registers its own waker.
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            match handling.as_mut().poll(&mut cx) {
+                Poll::Ready(dead_lettered) => {
+                    self.finished(slot, &record, dead_lettered, &shared.config, progress);
+                    finished_inline += 1;
+                }
+                Poll::Pending => {
+                    let (done, slot, epoch) = (done.clone(), slot.clone(), self.epoch);
+                    tokio::spawn(async move {
+                        let dead_lettered = handling.await;
+                        let _ = done.send(Done { slot, record, epoch, dead_lettered });
+                    });
+                }
+            }
+        }
+        finished_inline
+    }
+
+    /// Records a finished message: its offset may now be committed past, its key may run
+    /// again (or is parked after a dead letter).
+    fn finished(
+        &mut self,
+        slot: &Slot,
+        record: &Record,
+        dead_lettered: bool,
+        config: &ConsumerConfig,
+        progress: &SharedProgress,
+    ) {
+        if let Some(p) = lock(progress).get_mut(slot) {
+            p.finished(record.offset());
+        }
+        let key = record.key();
+        self.scheduler.finished(key.map(key_hash).as_ref());
+        if dead_lettered && config.park_keys_after_dead_letter && let Some(key) = key {
+            self.parked.insert(key.to_vec());
+        }
+    }
+}
+
+/// How one attempt ended well.
+enum Outcome {
+    Handled,
+    Duplicate,
+}
+
+/// Runs one message to the end: handled, skipped, or acknowledged by the dead-letter
+/// topic. Returns whether it was dead-lettered.
+async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
+    let config = &shared.config;
+    let named_type = record.header("event-type").unwrap_or_default();
+    let dead = |class: &'static str, text: String, attempts: u32| Failure { class, message: text, attempts };
+    let producer = shared.publisher.producer();
+    let Some((&event_type, route)) = shared.handlers.get_key_value(named_type) else {
+        tracing::debug!(event_type = named_type, offset = record.offset(), "no handler for this event type");
+        metrics::counter!("herald_unknown_event_types_total", "event_type" => named_type.to_string()).increment(1);
+        if config.unknown_types == UnknownTypes::DeadLetter {
+            let failure = dead("unknown-type", format!("no handler for event type {named_type:?}"), 0);
+            Box::pin(dead_letter(&record, &failure, &shared.group, &config.retry, producer)).await;
+            return true;
+        }
+        return false;
+    };
+    if parked {
+        let failure = dead("parked", "an earlier event with this key was dead-lettered".into(), 0);
+        Box::pin(dead_letter(&record, &failure, &shared.group, &config.retry, producer)).await;
+        return true;
+    }
+    let mut context = Context {
+        group: Arc::clone(&shared.group),
+        topic: Arc::clone(record.topic_arc()),
+        partition: record.partition(),
+        offset: record.offset(),
+        record: Arc::clone(&record),
+        attempt: 1,
+        event_id: Uuid::nil(),
+        correlation_id: None,
+        causation_id: None,
+        trace_id: None,
+        publisher: Arc::clone(&shared.publisher),
+    };
+    loop {
+        let attempt = context.attempt;
+        // Kept only for a retry; the first attempt takes the context itself.
+        let retry_context = (attempt < config.retry.max_attempts).then(|| context.clone());
+        let result = match (route.handler)(record.payload(), context) {
+            Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
+            Err(error) => Err(error),
+        };
+        let error = match result {
+            Ok(Outcome::Handled) => {
+                route.consumed.increment(1);
+                return false;
+            }
+            Ok(Outcome::Duplicate) => {
+                route.duplicates.increment(1);
+                return false;
+            }
+            Err(error) => error,
+        };
+        let jitter = f64::from(Uuid::now_v7().as_bytes()[15]) / 256.0;
+        match (config.retry.decide(attempt, &error, jitter), retry_context) {
+            (RetryDecision::RetryAfter(delay), Some(next)) => {
+                tracing::debug!(event_type, offset = record.offset(), attempt, %error, ?delay, "retrying");
+                route.retries.increment(1);
+                tokio::time::sleep(delay).await;
+                context = Context { attempt: attempt + 1, ..next };
+            }
+            _ => {
+                let failure = dead(error.class(), error.to_string(), attempt);
+                Box::pin(dead_letter(&record, &failure, &shared.group, &config.retry, producer)).await;
+                return true;
+            }
+        }
+    }
+}
+
+/// One attempt: the inbox check, the handler inside its span, the inbox record.
+async fn run_once(
+    ready: Ready,
+    shared: &Shared,
+    handler_seconds: &metrics::Histogram,
+) -> Result<Outcome, HandlerError> {
+    let Ready { event_id, span, future } = ready;
+    let inbox_error = |error: crate::inbox::InboxError| HandlerError::Retryable(error.to_string());
+    let event_id = match &shared.inbox {
+        Some(inbox) => {
+            let event_id = event_id.to_string();
+            if inbox.contains(&shared.group, &event_id).await.map_err(inbox_error)? {
+                return Ok(Outcome::Duplicate);
+            }
+            event_id
+        }
+        None => String::new(),
+    };
+    let started = Instant::now();
+    let result = future.instrument(span).await;
+    handler_seconds.record(started.elapsed().as_secs_f64());
+    result?;
+    if let Some(inbox) = &shared.inbox {
+        inbox.record(&shared.group, &event_id, now_ms()).await.map_err(inbox_error)?;
+    }
+    Ok(Outcome::Handled)
+}
