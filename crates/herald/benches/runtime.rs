@@ -41,7 +41,11 @@ herald::event!(OrderPlaced, type = "order.placed", version = 1, topic = "bench.o
 const IN_FLIGHT: usize = 10_000;
 
 fn event(n: u64) -> OrderPlaced {
-    OrderPlaced { order_id: format!("order-{}", n % 10_000), customer_id: format!("customer-{}", n % 977), amount_cents: n }
+    OrderPlaced {
+        order_id: format!("order-{}", n % 10_000),
+        customer_id: format!("customer-{}", n % 977),
+        amount_cents: n,
+    }
 }
 
 fn producer_config(bootstrap: &str) -> ClientConfig {

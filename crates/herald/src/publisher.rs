@@ -166,11 +166,22 @@ impl Publisher {
     /// Publishes a prepared envelope (to set correlation or causation ids) to its
     /// event's default topic.
     pub async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) -> Result<Published, PublishError> {
-        self.publish_to(E::TOPIC, envelope).await
+        self.send(E::TOPIC, metrics::SharedString::const_str(E::TOPIC), envelope).await
     }
 
     /// Publishes a prepared envelope to `topic`.
     pub async fn publish_to<E: Event>(&self, topic: &str, envelope: &Envelope<E>) -> Result<Published, PublishError> {
+        self.send(topic, metrics::SharedString::from(topic.to_string()), envelope).await
+    }
+
+    /// `topic_label` is the metrics label: borrowed for the event's own (static) topic, so
+    /// the common path does not allocate for it.
+    async fn send<E: Event>(
+        &self,
+        topic: &str,
+        topic_label: metrics::SharedString,
+        envelope: &Envelope<E>,
+    ) -> Result<Published, PublishError> {
         let payload = envelope.to_json(self.config.envelope_bytes_max)?;
         let key = envelope.data.key();
         let version = E::VERSION.to_string();
@@ -192,11 +203,11 @@ impl Publisher {
         let delivered = self.producer.send(record, self.config.timeout).await;
         match delivered {
             Ok(delivery) => {
-                metrics::counter!("herald_published_total", "topic" => topic.to_string()).increment(1);
+                metrics::counter!("herald_published_total", "topic" => topic_label).increment(1);
                 Ok(Published { partition: delivery.partition, offset: delivery.offset })
             }
             Err((source, _)) => {
-                metrics::counter!("herald_publish_failures_total", "topic" => topic.to_string()).increment(1);
+                metrics::counter!("herald_publish_failures_total", "topic" => topic_label).increment(1);
                 Err(PublishError::Delivery {
                     event_type: E::TYPE.to_string(),
                     topic: topic.to_string(),

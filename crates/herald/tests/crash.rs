@@ -36,7 +36,7 @@ fn consumer(bootstrap: &str, pool: &sqlx::SqlitePool, tally: &Arc<Mutex<Tally>>)
         async move {
             let db = |e: sqlx::Error| HandlerError::Retryable(e.to_string());
             let mut tx = pool.begin().await.map_err(db)?;
-            let first = SqliteInbox::claim_in(&mut tx, &ctx.group, &ctx.event_id.to_string(), now_ms())
+            let first = SqliteInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms())
                 .await
                 .map_err(|e| HandlerError::Retryable(e.to_string()))?;
             if first {

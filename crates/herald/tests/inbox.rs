@@ -180,7 +180,7 @@ async fn claims_in_the_handlers_transaction_make_effects_exactly_once_on_postgre
                     *calls.lock().expect("lock").entry(event.data.n).or_default() += 1;
                     let db = |e: sqlx::Error| HandlerError::Retryable(e.to_string());
                     let mut tx = pool.begin().await.map_err(db)?;
-                    let first = PostgresInbox::claim_in(&mut tx, &ctx.group, &ctx.event_id.to_string(), now_ms())
+                    let first = PostgresInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms())
                         .await
                         .map_err(|e| HandlerError::Retryable(e.to_string()))?;
                     if first {

@@ -21,7 +21,7 @@ use super::context::{ErasedHandler, Ready};
 use super::dead_letter::{Failure, dead_letter};
 use super::record::Record;
 use super::runtime::UnknownTypes;
-use super::{Context, ConsumerConfig, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision};
+use super::{ConsumerConfig, Context, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision};
 use crate::Publisher;
 use crate::inbox::{Inbox, now_ms};
 
@@ -89,15 +89,8 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(shared: Arc<Shared>, progress: SharedProgress) -> (Self, mpsc::UnboundedReceiver<Done>) {
         let (done, done_rx) = mpsc::unbounded_channel();
-        let dispatcher = Self {
-            shared,
-            progress,
-            partitions: HashMap::new(),
-            topics: HashMap::new(),
-            epoch: 0,
-            buffered: 0,
-            done,
-        };
+        let dispatcher =
+            Self { shared, progress, partitions: HashMap::new(), topics: HashMap::new(), epoch: 0, buffered: 0, done };
         (dispatcher, done_rx)
     }
 
@@ -227,7 +220,10 @@ impl PartitionState {
         }
         let key = record.key();
         self.scheduler.finished(key.map(key_hash).as_ref());
-        if dead_lettered && config.park_keys_after_dead_letter && let Some(key) = key {
+        if dead_lettered
+            && config.park_keys_after_dead_letter
+            && let Some(key) = key
+        {
             self.parked.insert(key.to_vec());
         }
     }
@@ -318,22 +314,17 @@ async fn run_once(
 ) -> Result<Outcome, HandlerError> {
     let Ready { event_id, span, future } = ready;
     let inbox_error = |error: crate::inbox::InboxError| HandlerError::Retryable(error.to_string());
-    let event_id = match &shared.inbox {
-        Some(inbox) => {
-            let event_id = event_id.to_string();
-            if inbox.contains(&shared.group, &event_id).await.map_err(inbox_error)? {
-                return Ok(Outcome::Duplicate);
-            }
-            event_id
-        }
-        None => String::new(),
-    };
+    if let Some(inbox) = &shared.inbox
+        && inbox.contains(&shared.group, event_id).await.map_err(inbox_error)?
+    {
+        return Ok(Outcome::Duplicate);
+    }
     let started = Instant::now();
     let result = future.instrument(span).await;
     handler_seconds.record(started.elapsed().as_secs_f64());
     result?;
     if let Some(inbox) = &shared.inbox {
-        inbox.record(&shared.group, &event_id, now_ms()).await.map_err(inbox_error)?;
+        inbox.record(&shared.group, event_id, now_ms()).await.map_err(inbox_error)?;
     }
     Ok(Outcome::Handled)
 }

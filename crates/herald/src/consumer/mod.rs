@@ -7,8 +7,8 @@
 mod context;
 mod dead_letter;
 mod dispatch;
-mod record;
 pub mod progress;
+mod record;
 pub mod retry;
 pub mod runtime;
 pub mod scheduler;

@@ -33,8 +33,7 @@ impl Record {
             .as_ref()
             .map(|h| h.iter().map(|h| 6 + h.key.len() + h.value.map_or(0, <[u8]>::len)).sum())
             .unwrap_or(0);
-        let mut bytes =
-            Vec::with_capacity(payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + header_bytes);
+        let mut bytes = Vec::with_capacity(payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + header_bytes);
         let payload_range = payload.map(|p| {
             bytes.extend_from_slice(p);
             0..bytes.len()

@@ -3,8 +3,10 @@
 //! restart, so it cannot make effects exactly-once across crashes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use super::{Inbox, InboxFuture, window_ms};
 
@@ -16,24 +18,34 @@ pub struct MemoryInbox {
     state: Mutex<State>,
 }
 
+/// Per group, event id to the time it was recorded; nested so lookups by `&str` need no
+/// allocation (this is on the consumer's hot path).
 #[derive(Debug, Default)]
 struct State {
-    recorded: HashMap<(String, String), i64>,
+    recorded: HashMap<Arc<str>, HashMap<Uuid, i64>>,
     /// Insertion order, for eviction by age and by capacity.
-    order: VecDeque<((String, String), i64)>,
+    order: VecDeque<(Arc<str>, Uuid, i64)>,
+    len: usize,
 }
 
 impl State {
+    fn get(&self, group: &str, event_id: Uuid) -> Option<i64> {
+        self.recorded.get(group)?.get(&event_id).copied()
+    }
+
     fn evict(&mut self, capacity: usize, cutoff_ms: i64) -> u64 {
         let mut evicted = 0;
-        while let Some((entry, at)) = self.order.front() {
+        while let Some((group, event_id, at)) = self.order.front() {
             if self.order.len() <= capacity && *at >= cutoff_ms {
                 break;
             }
             // Only drop the map entry this queue entry created (a re-record after a
             // prune leaves a newer queue entry behind it).
-            if self.recorded.get(entry) == Some(at) {
-                self.recorded.remove(entry);
+            if let Some(events) = self.recorded.get_mut(group)
+                && events.get(event_id) == Some(at)
+            {
+                events.remove(event_id);
+                self.len -= 1;
                 evicted += 1;
             }
             self.order.pop_front();
@@ -50,7 +62,7 @@ impl MemoryInbox {
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.state.lock().map_or(0, |s| s.recorded.len())
+        self.with_state(|s| s.len)
     }
 
     /// Whether it holds nothing.
@@ -74,21 +86,25 @@ impl Default for MemoryInbox {
 }
 
 impl Inbox for MemoryInbox {
-    fn contains<'a>(&'a self, group: &'a str, event_id: &'a str) -> InboxFuture<'a, bool> {
-        let found = self.with_state(|s| s.recorded.contains_key(&(group.to_string(), event_id.to_string())));
+    fn contains<'a>(&'a self, group: &'a str, event_id: Uuid) -> InboxFuture<'a, bool> {
+        let found = self.with_state(|s| s.get(group, event_id).is_some());
         Box::pin(async move { Ok(found) })
     }
 
-    fn record<'a>(&'a self, group: &'a str, event_id: &'a str, now_ms: i64) -> InboxFuture<'a, bool> {
+    fn record<'a>(&'a self, group: &'a str, event_id: Uuid, now_ms: i64) -> InboxFuture<'a, bool> {
         let capacity = self.capacity;
         let cutoff = now_ms.saturating_sub(window_ms(self.window));
         let fresh = self.with_state(|s| {
-            let entry = (group.to_string(), event_id.to_string());
-            if s.recorded.contains_key(&entry) {
+            if s.get(group, event_id).is_some() {
                 return false;
             }
-            s.recorded.insert(entry.clone(), now_ms);
-            s.order.push_back((entry, now_ms));
+            let group = match s.recorded.get_key_value(group) {
+                Some((group, _)) => Arc::clone(group),
+                None => Arc::from(group),
+            };
+            s.recorded.entry(Arc::clone(&group)).or_default().insert(event_id, now_ms);
+            s.order.push_back((group, event_id, now_ms));
+            s.len += 1;
             s.evict(capacity, cutoff);
             true
         });
@@ -117,17 +133,18 @@ mod tests {
 
     #[test]
     fn records_once_per_group_and_forgets_by_age_and_capacity() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let inbox = MemoryInbox::new(3, Duration::from_millis(1_000));
-        assert!(block(inbox.record("g", "a", 0)));
-        assert!(!block(inbox.record("g", "a", 10)), "a duplicate");
-        assert!(block(inbox.record("other", "a", 10)), "groups are separate");
-        assert!(block(inbox.contains("g", "a")));
-        assert!(block(inbox.record("g", "b", 20)));
-        assert!(block(inbox.record("g", "c", 30)), "over capacity: the oldest goes");
-        assert!(!block(inbox.contains("g", "a")));
+        assert!(block(inbox.record("g", a, 0)));
+        assert!(!block(inbox.record("g", a, 10)), "a duplicate");
+        assert!(block(inbox.record("other", a, 10)), "groups are separate");
+        assert!(block(inbox.contains("g", a)));
+        assert!(block(inbox.record("g", b, 20)));
+        assert!(block(inbox.record("g", c, 30)), "over capacity: the oldest goes");
+        assert!(!block(inbox.contains("g", a)));
         assert_eq!(inbox.len(), 3);
         assert_eq!(block(inbox.prune(1_025)), 2, "entries from before 25 ms are past the window");
-        assert!(block(inbox.contains("g", "c")));
-        assert!(block(inbox.record("g", "a", 1_100)), "forgotten, so new again");
+        assert!(block(inbox.contains("g", c)));
+        assert!(block(inbox.record("g", a, 1_100)), "forgotten, so new again");
     }
 }

@@ -23,6 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use uuid::Uuid;
+
 pub use memory::MemoryInbox;
 #[cfg(feature = "postgres")]
 pub use sql::PostgresInbox;
@@ -52,10 +54,10 @@ pub enum InboxError {
 /// epoch, passed in by the caller.
 pub trait Inbox: Send + Sync + std::fmt::Debug {
     /// Whether `event_id` was recorded for `group` (and not yet pruned).
-    fn contains<'a>(&'a self, group: &'a str, event_id: &'a str) -> InboxFuture<'a, bool>;
+    fn contains<'a>(&'a self, group: &'a str, event_id: Uuid) -> InboxFuture<'a, bool>;
 
     /// Records `event_id` for `group` at `now_ms`; `false` if it was already there.
-    fn record<'a>(&'a self, group: &'a str, event_id: &'a str, now_ms: i64) -> InboxFuture<'a, bool>;
+    fn record<'a>(&'a self, group: &'a str, event_id: Uuid, now_ms: i64) -> InboxFuture<'a, bool>;
 
     /// Forgets entries recorded before `now_ms` minus the window; returns how many.
     fn prune(&self, now_ms: i64) -> InboxFuture<'_, u64>;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use super::{DURABLE_WINDOW_DEFAULT, Inbox, InboxError, InboxFuture, window_ms};
 
 fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> InboxError {
@@ -62,12 +64,12 @@ macro_rules! sql_inbox {
             pub async fn claim_in(
                 connection: &mut $conn,
                 group: &str,
-                event_id: &str,
+                event_id: Uuid,
                 now_ms: i64,
             ) -> Result<bool, InboxError> {
                 let inserted = sqlx::query($insert)
                     .bind(group)
-                    .bind(event_id)
+                    .bind(event_id.hyphenated().to_string())
                     .bind(now_ms)
                     .execute(connection)
                     .await
@@ -83,11 +85,11 @@ macro_rules! sql_inbox {
 
         #[cfg(feature = $feature)]
         impl Inbox for $name {
-            fn contains<'a>(&'a self, group: &'a str, event_id: &'a str) -> InboxFuture<'a, bool> {
+            fn contains<'a>(&'a self, group: &'a str, event_id: Uuid) -> InboxFuture<'a, bool> {
                 Box::pin(async move {
                     let found: Option<(i64,)> = sqlx::query_as($select)
                         .bind(group)
-                        .bind(event_id)
+                        .bind(event_id.hyphenated().to_string())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(database("look up event"))?;
@@ -95,7 +97,7 @@ macro_rules! sql_inbox {
                 })
             }
 
-            fn record<'a>(&'a self, group: &'a str, event_id: &'a str, now_ms: i64) -> InboxFuture<'a, bool> {
+            fn record<'a>(&'a self, group: &'a str, event_id: Uuid, now_ms: i64) -> InboxFuture<'a, bool> {
                 Box::pin(async move {
                     let mut connection = self.pool.acquire().await.map_err(database("acquire connection"))?;
                     Self::claim_in(&mut connection, group, event_id, now_ms).await
