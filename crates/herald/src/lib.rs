@@ -2,8 +2,9 @@
 //! standard envelope ([`Envelope`], [`Event`], [`event!`]), a [`Publisher`] for any
 //! Kafka-compatible broker, and a [`consumer::Consumer`] runtime (typed handlers routed by
 //! the `event-type` header, per-key order with parallelism across keys, retries with
-//! backoff, dead letters, commits only past finished work). Idempotent inboxes, context
-//! propagation and the full telemetry set are still to come (issue 5).
+//! backoff, dead letters, commits only past finished work, correlation and causation ids
+//! carried into what handlers publish) with idempotent [`inbox`]es in memory, SQLite or
+//! PostgreSQL.
 //!
 //! It refuses to speak anything but the Kafka protocol: it reaches brokers only through
 //! rdkafka, so the same service runs against `herald serve`, Apache Kafka or Redpanda. Its
