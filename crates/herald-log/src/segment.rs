@@ -183,9 +183,21 @@ impl Segment {
                 self.offset_index.truncate(0);
             }
         }
-        let (pos, rel) = self.offset_index.last().map_or((0, 0), |e| (u64::from(e.position), e.relative_offset));
-        let keep_time = self.time_index.entries().partition_point(|e| e.relative_offset < rel);
+        // The two index files are synced separately, so a power loss can keep the offset
+        // index's tail and lose the time index's. The walk must then start at or before the
+        // batch of the last time entry kept (the running maximum up to its index point), or
+        // batches in between are never seen and `max_timestamp` comes back too low.
+        let offset_rel = self.offset_index.last().map_or(0, |e| e.relative_offset);
+        let keep_time = self.time_index.entries().partition_point(|e| e.relative_offset <= offset_rel);
         self.time_index.truncate(keep_time);
+        let keep = match self.time_index.last() {
+            Some(t) => self.offset_index.entries().partition_point(|e| e.relative_offset <= t.relative_offset),
+            None => 0,
+        };
+        self.offset_index.truncate(keep);
+        let (pos, rel) = self.offset_index.last().map_or((0, 0), |e| (u64::from(e.position), e.relative_offset));
+        // Only the last time entry can lie past the resume point (at the batch holding the
+        // maximum); re-walking that batch does not push it again.
         if let Some(last) = self.time_index.last() {
             self.max_timestamp = last.timestamp;
             self.max_timestamp_offset = self.base_offset + u64::from(last.relative_offset);
