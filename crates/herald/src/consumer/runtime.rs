@@ -273,6 +273,11 @@ impl Consumer {
                 }
                 Some(slots) = revoked_rx.recv() => dispatcher.revoke(slots),
                 received = consumer.recv(), if !stopping && dispatcher.has_room() => {
+                    // A revoke runs inside a recv poll; apply it before accepting anything
+                    // that poll returned, so no message lands in a revoked partition's queue.
+                    while let Ok(slots) = revoked_rx.try_recv() {
+                        dispatcher.revoke(slots);
+                    }
                     match received {
                         Ok(message) => dispatcher.accept(&message),
                         Err(error) => tracing::warn!(group = %config.group_id, %error, "consume error"),
@@ -284,7 +289,11 @@ impl Consumer {
                             break;
                         }
                         let mut next = std::pin::pin!(consumer.recv());
-                        match next.as_mut().poll(&mut cx) {
+                        let polled = next.as_mut().poll(&mut cx);
+                        while let Ok(slots) = revoked_rx.try_recv() {
+                            dispatcher.revoke(slots);
+                        }
+                        match polled {
                             Poll::Ready(Ok(message)) => dispatcher.accept(&message),
                             Poll::Ready(Err(error)) => tracing::warn!(group = %config.group_id, %error, "consume error"),
                             Poll::Pending => break,
