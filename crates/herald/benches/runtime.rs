@@ -24,7 +24,7 @@ use herald::testkit::TestBroker;
 use herald::{Envelope, Publisher, PublisherConfig};
 use herald_broker::{BrokerConfig, Durability, ServerConfig};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,10 @@ async fn publish_herald(bootstrap: &str, count: u64) -> f64 {
     .await
 }
 
-/// Events/s from the first to the last of `count` events, raw loop.
-async fn consume_raw(bootstrap: &str, group: &str, count: u64) -> f64 {
+/// Events/s from the first to the last of `count` events, raw loop; with `route`, it also
+/// reads the `event-type` header and picks the decoder by it, as a hand-written consumer of
+/// several event types must (the runtime does this for every message).
+async fn consume_raw(bootstrap: &str, group: &str, count: u64, route: bool) -> f64 {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -128,6 +130,13 @@ async fn consume_raw(bootstrap: &str, group: &str, count: u64) -> f64 {
     while received < count {
         let message = consumer.recv().await.expect("message");
         first.get_or_insert_with(Instant::now);
+        if route {
+            let event_type = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "event-type").and_then(|h| h.value))
+                .unwrap_or_default();
+            assert_eq!(event_type, b"order.placed", "routed by header");
+        }
         let envelope: Envelope<OrderPlaced> =
             Envelope::from_json(message.payload().unwrap_or_default(), 1 << 20).expect("envelope");
         std::hint::black_box(envelope);
@@ -191,14 +200,15 @@ fn main() {
         // The consume input: `count` events in bench.orders.
         let fill = publish_raw(&b, "bench.orders", count).await;
         println!("fill bench.orders: {fill:.0} events/s");
-        let (mut raw_pub, mut herald_pub, mut raw_con, mut herald_con, mut full_con) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_pub, mut herald_pub, mut raw_con, mut routed_con, mut herald_con, mut full_con) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if let Ok(only) = std::env::var("HERALD_BENCH_PROFILE") {
             // One variant alone, for a profiler (attach after this line): raw | herald | machinery.
             println!("profile: consuming in 2 s (pid {})", std::process::id());
             tokio::time::sleep(Duration::from_secs(2)).await;
             let rate = match only.as_str() {
-                "raw" => consume_raw(&b, "profile", count).await,
+                "raw" => consume_raw(&b, "profile", count, false).await,
+                "raw-routed" => consume_raw(&b, "profile", count, true).await,
                 "machinery" => consume_herald(&b, "profile", count, true).await,
                 _ => consume_herald(&b, "profile", count, false).await,
             };
@@ -209,13 +219,17 @@ fn main() {
             let r = publish_raw(&b, "order.placed.raw", count).await;
             let h = publish_herald(&b, count).await;
             println!("round {round} publish: raw {r:.0}/s, herald {h:.0}/s");
-            let rc = consume_raw(&b, &format!("raw-{round}"), count).await;
+            let rc = consume_raw(&b, &format!("raw-{round}"), count, false).await;
+            let rr = consume_raw(&b, &format!("routed-{round}"), count, true).await;
             let hc = consume_herald(&b, &format!("herald-{round}"), count, false).await;
             let fc = consume_herald(&b, &format!("full-{round}"), count, true).await;
-            println!("round {round} consume: raw {rc:.0}/s, herald no-op {hc:.0}/s, herald with machinery {fc:.0}/s");
+            println!(
+                "round {round} consume: raw {rc:.0}/s, raw routed by header {rr:.0}/s, herald no-op {hc:.0}/s, herald with machinery {fc:.0}/s"
+            );
             raw_pub.push(r);
             herald_pub.push(h);
             raw_con.push(rc);
+            routed_con.push(rr);
             herald_con.push(hc);
             full_con.push(fc);
         }
@@ -225,7 +239,9 @@ fn main() {
         let (pub_ratio, con_ratio, full_ratio) =
             (ratio(&herald_pub, &raw_pub), ratio(&herald_con, &raw_con), ratio(&full_con, &raw_con));
         let machinery_cost = 1.0 - ratio(&full_con, &herald_con);
+        let routed_ratio = ratio(&herald_con, &routed_con);
         let (rp, hp) = (median(&mut raw_pub), median(&mut herald_pub));
+        let rr = median(&mut routed_con.clone());
         let (rc, hc, fc) = (median(&mut raw_con), median(&mut herald_con), median(&mut full_con));
         println!("\nmedians over {rounds} rounds ({count} events each); ratios are medians of per-round ratios");
         println!("| measurement | events/s | ratio | overhead per event |");
@@ -233,7 +249,12 @@ fn main() {
         println!("| raw rdkafka producer (baseline) | {rp:.0} | 1.00 | |");
         println!("| herald Publisher | {hp:.0} | {pub_ratio:.2} | {:.2} µs |", overhead_us(hp, rp));
         println!("| raw rdkafka consume loop (baseline) | {rc:.0} | 1.00 | |");
-        println!("| herald Consumer, no-op handler | {hc:.0} | {con_ratio:.2} | {:.2} µs |", overhead_us(hc, rc));
+        println!("| raw loop routing by the event-type header (second baseline) | {rr:.0} | 1.00 | |");
+        println!(
+            "| herald Consumer, no-op handler | {hc:.0} | {con_ratio:.2} ({routed_ratio:.2} of the routed loop) | {:.2} µs ({:.2} µs) |",
+            overhead_us(hc, rc),
+            overhead_us(hc, rr)
+        );
         println!(
             "| herald Consumer + inbox, retry, DLQ, parking (not triggered) | {fc:.0} | {full_ratio:.2} (costs {:.0}% vs no-op) | {:.2} µs |",
             machinery_cost * 100.0,

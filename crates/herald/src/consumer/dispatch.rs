@@ -6,7 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::{FixedState, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -30,9 +32,12 @@ pub(crate) type Slot = (Arc<str>, i32);
 
 /// Progress per partition, shared with the rebalance callback so a revoke can commit
 /// what is finished before the partition goes.
-pub(crate) type SharedProgress = Arc<Mutex<HashMap<Slot, PartitionProgress>>>;
+pub(crate) type SharedProgress = Arc<Mutex<FastMap<Slot, PartitionProgress>>>;
 
-pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, HashMap<Slot, PartitionProgress>> {
+/// Hash maps on the per-message path use foldhash: SipHash showed up in profiles.
+pub(crate) type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, FastMap<Slot, PartitionProgress>> {
     progress.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -40,7 +45,7 @@ pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, HashMap<Slot, Pa
 pub(crate) struct Shared {
     pub(crate) config: ConsumerConfig,
     pub(crate) group: Arc<str>,
-    pub(crate) handlers: HashMap<&'static str, Route>,
+    pub(crate) handlers: FastMap<&'static str, Route>,
     pub(crate) inbox: Option<Arc<dyn Inbox>>,
     pub(crate) publisher: Arc<Publisher>,
 }
@@ -78,8 +83,8 @@ pub(crate) struct Done {
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     progress: SharedProgress,
-    partitions: HashMap<Slot, PartitionState>,
-    topics: HashMap<String, Arc<str>>,
+    partitions: FastMap<Slot, PartitionState>,
+    topics: FastMap<String, Arc<str>>,
     epoch: u64,
     /// Messages received and not finished.
     pub(crate) buffered: usize,
@@ -89,8 +94,15 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(shared: Arc<Shared>, progress: SharedProgress) -> (Self, mpsc::UnboundedReceiver<Done>) {
         let (done, done_rx) = mpsc::unbounded_channel();
-        let dispatcher =
-            Self { shared, progress, partitions: HashMap::new(), topics: HashMap::new(), epoch: 0, buffered: 0, done };
+        let dispatcher = Self {
+            shared,
+            progress,
+            partitions: FastMap::default(),
+            topics: FastMap::default(),
+            epoch: 0,
+            buffered: 0,
+            done,
+        };
         (dispatcher, done_rx)
     }
 
@@ -152,7 +164,7 @@ impl Dispatcher {
 /// without copying them. Two keys with the same hash merely take turns (order is kept,
 /// a little parallelism lost); parking compares the keys themselves.
 fn key_hash(key: &[u8]) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+    FixedState::with_seed(0).hash_one(key)
 }
 
 /// One assigned partition's queue and parked keys.

@@ -4,13 +4,17 @@
 //! promises that it and everything before it are done. So the committable offset is the
 //! lowest offset received and not yet finished, or one past the highest when all are done.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 /// Progress of one partition's in-flight messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionProgress {
-    /// Offsets received and not finished.
-    pending: BTreeSet<i64>,
+    /// Offsets received and not yet passed by the committable point, in increasing order,
+    /// each with whether it is finished. Offsets arrive in order, so receiving appends and
+    /// finishing is a binary search; no allocation per message once the ring has grown.
+    window: VecDeque<(i64, bool)>,
+    /// Entries of `window` not finished.
+    unfinished: usize,
     /// One past the highest offset received.
     next: Option<i64>,
     /// The last value handed out by `committable`, so each is reported once.
@@ -23,20 +27,42 @@ impl PartitionProgress {
         Self::default()
     }
 
-    /// A message at `offset` was handed to a handler (offsets arrive in increasing order).
+    /// A message at `offset` was handed to a handler (offsets normally arrive in increasing
+    /// order; an earlier one, after a seek, is placed where it belongs).
     pub fn received(&mut self, offset: i64) {
-        self.pending.insert(offset);
+        match self.window.back() {
+            Some((last, _)) if *last >= offset => {
+                let at = self.window.partition_point(|(o, _)| *o < offset);
+                if self.window.get(at).is_some_and(|(o, _)| *o == offset) {
+                    self.window[at].1 = false;
+                } else {
+                    self.window.insert(at, (offset, false));
+                    self.unfinished += 1;
+                }
+            }
+            _ => {
+                self.window.push_back((offset, false));
+                self.unfinished += 1;
+            }
+        }
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
     /// The message at `offset` is finished (handled, skipped, or acknowledged by the DLQ).
     pub fn finished(&mut self, offset: i64) {
-        self.pending.remove(&offset);
+        let at = self.window.partition_point(|(o, _)| *o < offset);
+        if let Some(entry) = self.window.get_mut(at).filter(|(o, done)| *o == offset && !*done) {
+            entry.1 = true;
+            self.unfinished -= 1;
+        }
+        while self.window.front().is_some_and(|(_, done)| *done) {
+            self.window.pop_front();
+        }
     }
 
     /// Messages received and not finished.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.unfinished
     }
 
     /// The last offset handed out by [`PartitionProgress::committable`].
@@ -47,8 +73,10 @@ impl PartitionProgress {
     /// The offset to commit now (Kafka's "next offset to read"), if it moved since the
     /// last call: every offset below it is finished.
     pub fn committable(&mut self) -> Option<i64> {
-        let safe = match self.pending.first() {
-            Some(lowest) => *lowest,
+        // Finished entries at the front are popped as they finish, so the front (if any)
+        // is the lowest unfinished offset.
+        let safe = match self.window.front() {
+            Some((lowest, _)) => *lowest,
             None => self.next?,
         };
         if self.committed.is_some_and(|c| c >= safe) {
@@ -61,6 +89,8 @@ impl PartitionProgress {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -81,6 +111,25 @@ mod tests {
         p.finished(14);
         p.finished(13);
         assert_eq!(p.committable(), Some(15));
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_offset_received_again_after_a_seek_is_tracked_in_place() {
+        let mut p = PartitionProgress::new();
+        for offset in [10, 11, 12] {
+            p.received(offset);
+        }
+        p.finished(10);
+        p.received(11); // redelivered while the first copy still runs: one entry
+        assert_eq!(p.in_flight(), 2);
+        p.received(5); // a seek back: placed first, so it holds the commit
+        assert_eq!(p.committable(), Some(5));
+        p.finished(11);
+        p.finished(12);
+        assert_eq!(p.committable(), None, "5 is still running");
+        p.finished(5);
+        assert_eq!(p.committable(), Some(13));
         assert_eq!(p.in_flight(), 0);
     }
 

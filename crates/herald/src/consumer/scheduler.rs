@@ -25,14 +25,14 @@ pub struct KeyedScheduler<T, K = Vec<u8>> {
     capacity: usize,
     queue: VecDeque<Queued<T, K>>,
     /// Keys with a message running.
-    running_keys: HashSet<K>,
+    running_keys: HashSet<K, foldhash::fast::RandomState>,
     running: usize,
 }
 
 impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
     /// At most `capacity` messages of this partition run at once (at least 1).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), queue: VecDeque::new(), running_keys: HashSet::new(), running: 0 }
+        Self { capacity: capacity.max(1), queue: VecDeque::new(), running_keys: HashSet::default(), running: 0 }
     }
 
     /// Queues a message (call in offset order).

@@ -22,7 +22,7 @@ pub struct MemoryInbox {
 /// allocation (this is on the consumer's hot path).
 #[derive(Debug, Default)]
 struct State {
-    recorded: HashMap<Arc<str>, HashMap<Uuid, i64>>,
+    recorded: HashMap<Arc<str>, HashMap<Uuid, i64, foldhash::fast::RandomState>, foldhash::fast::RandomState>,
     /// Insertion order, for eviction by age and by capacity.
     order: VecDeque<(Arc<str>, Uuid, i64)>,
     len: usize,
