@@ -35,6 +35,19 @@ fn header_lookup(message: &BorrowedMessage<'_>) -> HeaderLookup {
 
 /// Reads `count` dead letters from `topic` (from the beginning), failing after 60 s.
 fn read_dead_letters(bootstrap: &str, topic: &str, count: usize) -> Vec<(Envelope<UserCreated>, HeaderLookup)> {
+    read_from_start(bootstrap, topic, count, |message| {
+        let envelope =
+            Envelope::from_json(message.payload().expect("payload"), 1 << 20).expect("the original envelope");
+        (envelope, header_lookup(message))
+    })
+}
+
+/// The headers of `count` dead letters whose payloads need not be envelopes.
+fn read_dead_letters_raw(bootstrap: &str, topic: &str, count: usize) -> Vec<HeaderLookup> {
+    read_from_start(bootstrap, topic, count, header_lookup)
+}
+
+fn read_from_start<T>(bootstrap: &str, topic: &str, count: usize, map: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()))
@@ -42,17 +55,14 @@ fn read_dead_letters(bootstrap: &str, topic: &str, count: usize) -> Vec<(Envelop
         .create()
         .expect("dlq reader");
     reader.subscribe(&[topic]).expect("subscribe");
-    let mut letters = Vec::new();
+    let mut read = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while letters.len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} dead letters arrived", letters.len());
+    while read.len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} messages arrived from {topic}", read.len());
         let Some(message) = tokio::task::block_in_place(|| reader.poll(Duration::from_millis(200))) else { continue };
-        let message = message.expect("dlq message");
-        let envelope =
-            Envelope::from_json(message.payload().expect("payload"), 1 << 20).expect("the original envelope");
-        letters.push((envelope, header_lookup(&message)));
+        read.push(map(&message.expect("message")));
     }
-    letters
+    read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,4 +283,60 @@ async fn events_published_from_a_handler_carry_correlation_and_causation() {
     assert_eq!(two.correlation_id, Some(without_flow.event_id.to_string()), "a flow starts at its first event");
     assert_eq!(two.causation_id, Some(without_flow.event_id.to_string()));
     assert_eq!(one.source, "notification-service", "published under the consuming service's name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_unknown_events_are_dead_lettered_once_or_skipped() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &b).create().expect("producer");
+    let send = |event_type: &'static str, payload: &'static [u8]| {
+        let producer = producer.clone();
+        async move {
+            let headers = OwnedHeaders::new().insert(Header { key: "event-type", value: Some(event_type) });
+            let record = FutureRecord::to("user.created").key("k").payload(payload).headers(headers);
+            producer.send(record, Duration::from_secs(10)).await.expect("sent");
+        }
+    };
+    send("user.created", b"{not json").await;
+    send("user.deleted", br#"{"whatever":1}"#).await;
+    common::publish(&b, 1, 1).await; // one good event after them
+
+    let calls: Arc<Mutex<u32>> = Arc::default();
+    let consumer_for = |group: &str, unknown: herald::consumer::UnknownTypes| {
+        let mut config = ConsumerConfig::new(&b, group, &["user.created"]);
+        config.unknown_types = unknown;
+        let calls = Arc::clone(&calls);
+        Consumer::new(config).on(move |_event: Envelope<UserCreated>, _ctx| {
+            let calls = Arc::clone(&calls);
+            async move {
+                *calls.lock().expect("lock") += 1;
+                Ok(())
+            }
+        })
+    };
+    let lag = |group: &str| broker.running().broker().group_lag(group).iter().map(|l| l.lag).sum::<i64>();
+
+    // Default: the unknown type is skipped; the undecodable one is dead-lettered, not retried.
+    let running = Running::start(consumer_for("skipper", herald::consumer::UnknownTypes::Skip));
+    let c = Arc::clone(&calls);
+    wait("the good event handled", move || *c.lock().expect("lock") == 1).await;
+    running.stop().await;
+    assert_eq!(lag("skipper"), 0, "everything committed, skipped and dead-lettered included");
+    let letters = read_dead_letters_raw(&b, "user.created.dlq", 1);
+    assert_eq!(letters[0]("dlq-error-class").as_deref(), Some("undecodable"));
+    assert_eq!(letters[0]("dlq-attempts").as_deref(), Some("1"), "never retried");
+
+    // With UnknownTypes::DeadLetter, the unknown type goes to the DLQ too.
+    let running = Running::start(consumer_for("strict", herald::consumer::UnknownTypes::DeadLetter));
+    let c = Arc::clone(&calls);
+    wait("the good event handled again", move || *c.lock().expect("lock") == 2).await;
+    running.stop().await;
+    assert_eq!(lag("strict"), 0);
+    let letters = read_dead_letters_raw(&b, "user.created.dlq", 3);
+    let classes: BTreeSet<String> = letters.iter().filter_map(|get| get("dlq-error-class")).collect();
+    assert_eq!(classes, ["undecodable".to_string(), "unknown-type".to_string()].into_iter().collect());
 }
