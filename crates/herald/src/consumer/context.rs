@@ -17,11 +17,9 @@ use crate::{Envelope, Event, PublishError, Published, Publisher};
 pub struct Context {
     /// The consumer group.
     pub group: Arc<str>,
-    /// Where the message came from.
-    pub topic: Arc<str>,
-    /// See `topic`.
+    /// Where the message came from (see also [`topic`](Self::topic)).
     pub partition: i32,
-    /// See `topic`.
+    /// See `partition`.
     pub offset: i64,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -53,6 +51,11 @@ impl Context {
         envelope.causation_id = Some(self.event_id.to_string());
         envelope.trace_id.clone_from(&self.trace_id);
         envelope
+    }
+
+    /// The topic the message came from.
+    pub fn topic(&self) -> &str {
+        self.record.topic()
     }
 
     /// The record key, if any.
@@ -108,7 +111,7 @@ where
             correlation_id = context.correlation_id.as_deref(),
             causation_id = context.causation_id.as_deref(),
             trace_id = context.trace_id.as_deref(),
-            topic = %context.topic,
+            topic = context.topic(),
             partition = context.partition,
             offset = context.offset,
             attempt = context.attempt,

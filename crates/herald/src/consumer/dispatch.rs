@@ -113,11 +113,12 @@ impl Dispatcher {
 
     /// Copies a received message, queues it and starts whatever may run.
     pub(crate) fn accept(&mut self, message: &impl Message) {
-        let topic = match self.topics.get(message.topic()) {
+        let name = message.topic();
+        let topic = match self.topics.get(name) {
             Some(topic) => Arc::clone(topic),
             None => {
-                let topic: Arc<str> = Arc::from(message.topic());
-                self.topics.insert(message.topic().to_string(), Arc::clone(&topic));
+                let topic: Arc<str> = Arc::from(name);
+                self.topics.insert(name.to_string(), Arc::clone(&topic));
                 topic
             }
         };
@@ -269,23 +270,21 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
         Box::pin(dead_letter(&record, &failure, &shared.group, &config.retry, producer)).await;
         return true;
     }
-    let mut context = Context {
-        group: Arc::clone(&shared.group),
-        topic: Arc::clone(record.topic_arc()),
-        partition: record.partition(),
-        offset: record.offset(),
-        record: Arc::clone(&record),
-        attempt: 1,
-        event_id: Uuid::nil(),
-        correlation_id: None,
-        causation_id: None,
-        trace_id: None,
-        publisher: Arc::clone(&shared.publisher),
-    };
+    let mut attempt = 1;
     loop {
-        let attempt = context.attempt;
-        // Kept only for a retry; the first attempt takes the context itself.
-        let retry_context = (attempt < config.retry.max_attempts).then(|| context.clone());
+        // The ids are filled in from the envelope when it is decoded.
+        let context = Context {
+            group: Arc::clone(&shared.group),
+            partition: record.partition(),
+            offset: record.offset(),
+            record: Arc::clone(&record),
+            attempt,
+            event_id: Uuid::nil(),
+            correlation_id: None,
+            causation_id: None,
+            trace_id: None,
+            publisher: Arc::clone(&shared.publisher),
+        };
         let result = match (route.handler)(record.payload(), context) {
             Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
             Err(error) => Err(error),
@@ -302,14 +301,14 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
             Err(error) => error,
         };
         let jitter = f64::from(Uuid::now_v7().as_bytes()[15]) / 256.0;
-        match (config.retry.decide(attempt, &error, jitter), retry_context) {
-            (RetryDecision::RetryAfter(delay), Some(next)) => {
+        match config.retry.decide(attempt, &error, jitter) {
+            RetryDecision::RetryAfter(delay) => {
                 tracing::debug!(event_type, offset = record.offset(), attempt, %error, ?delay, "retrying");
                 route.retries.increment(1);
                 tokio::time::sleep(delay).await;
-                context = Context { attempt: attempt + 1, ..next };
+                attempt += 1;
             }
-            _ => {
+            RetryDecision::DeadLetter => {
                 let failure = dead(error.class(), error.to_string(), attempt);
                 Box::pin(dead_letter(&record, &failure, &shared.group, &config.retry, producer)).await;
                 return true;

@@ -78,10 +78,6 @@ impl Record {
         &self.topic
     }
 
-    pub(crate) fn topic_arc(&self) -> &Arc<str> {
-        &self.topic
-    }
-
     /// The partition.
     pub fn partition(&self) -> i32 {
         self.partition
@@ -109,13 +105,27 @@ impl Record {
 
     /// The headers in order: name and value (`None` for a null value).
     pub fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        // Names came from `&str`, so they are UTF-8; a name cut at u16::MAX bytes could end
+        // mid-character and then reads as empty rather than panicking.
+        self.raw_headers().map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
+    }
+
+    /// The first header called `name`, as UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw_headers()
+            .find(|(n, _)| *n == name.as_bytes())
+            .and_then(|(_, v)| v)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The headers with names as bytes (no UTF-8 check: the lookup above runs per message).
+    fn raw_headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         let mut rest = &self.bytes[self.headers.clone()];
         std::iter::from_fn(move || {
             let (len, tail) = rest.split_first_chunk::<2>()?;
             let (name, tail) = tail.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
             let (len, tail) = tail.split_first_chunk::<4>()?;
-            let len = i32::from_le_bytes(*len);
-            let (value, tail) = match usize::try_from(len) {
+            let (value, tail) = match usize::try_from(i32::from_le_bytes(*len)) {
                 Ok(len) => {
                     let (value, tail) = tail.split_at_checked(len)?;
                     (Some(value), tail)
@@ -123,15 +133,8 @@ impl Record {
                 Err(_) => (None, tail),
             };
             rest = tail;
-            // Header names came from `&str`, so this holds; a cut name could end mid
-            // character, and is then shown lossy-free as empty rather than panicking.
-            Some((std::str::from_utf8(name).unwrap_or_default(), value))
+            Some((name, value))
         })
-    }
-
-    /// The first header called `name`, as UTF-8.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers().find(|(n, _)| *n == name).and_then(|(_, v)| v).and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
