@@ -15,7 +15,7 @@ fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> InboxError {
 macro_rules! sql_inbox {
     (
         $(#[$doc:meta])*
-        $name:ident, $feature:literal, $db:ty, $pool:ty, $conn:ty,
+        $name:ident, $feature:literal, $pool:ty, $conn:ty,
         create_lock = $lock:literal,
         insert = $insert:literal, select = $select:literal, delete = $delete:literal
     ) => {
@@ -125,8 +125,8 @@ macro_rules! sql_inbox {
 
 sql_inbox!(
     /// The inbox in a SQLite database. Open the pool with WAL and `synchronous=FULL` (see
-    /// the crate README) so a claim that committed survives power loss.
-    SqliteInbox, "sqlite", sqlx::Sqlite, sqlx::SqlitePool, sqlx::SqliteConnection,
+    /// README.md) so a claim that committed survives power loss.
+    SqliteInbox, "sqlite", sqlx::SqlitePool, sqlx::SqliteConnection,
     create_lock = "",
     insert = "INSERT INTO herald_inbox (group_id, event_id, recorded_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     select = "SELECT recorded_at_ms FROM herald_inbox WHERE group_id = ? AND event_id = ?",
@@ -135,7 +135,7 @@ sql_inbox!(
 
 sql_inbox!(
     /// The inbox in a PostgreSQL database.
-    PostgresInbox, "postgres", sqlx::Postgres, sqlx::PgPool, sqlx::PgConnection,
+    PostgresInbox, "postgres", sqlx::PgPool, sqlx::PgConnection,
     create_lock = "SELECT pg_advisory_xact_lock(7345237111)",
     insert = "INSERT INTO herald_inbox (group_id, event_id, recorded_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     select = "SELECT recorded_at_ms FROM herald_inbox WHERE group_id = $1 AND event_id = $2",
