@@ -17,7 +17,7 @@ pub struct Record {
     offset: i64,
     /// Payload, then key, then headers encoded as (u16 name length, name, i32 value
     /// length or -1, value)*.
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     payload: Option<Range<usize>>,
     key: Option<Range<usize>>,
     headers: Range<usize>,
@@ -29,11 +29,11 @@ impl Record {
         let payload = message.payload();
         let key = message.key();
         let headers = message.headers();
-        let header_bytes: usize = headers
-            .as_ref()
-            .map(|h| h.iter().map(|h| 6 + h.key.len() + h.value.map_or(0, <[u8]>::len)).sum())
-            .unwrap_or(0);
-        let mut bytes = Vec::with_capacity(payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + header_bytes);
+        // One pass over the headers (each read through rdkafka checks the name's UTF-8),
+        // into room for the usual few; the Vec grows if they are more.
+        let mut bytes = Vec::with_capacity(
+            payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + headers.as_ref().map_or(0, |_| 256),
+        );
         let payload_range = payload.map(|p| {
             bytes.extend_from_slice(p);
             0..bytes.len()
@@ -66,7 +66,7 @@ impl Record {
             topic,
             partition: message.partition(),
             offset: message.offset(),
-            bytes: bytes.into_boxed_slice(),
+            bytes,
             payload: payload_range,
             key: key_range,
             headers: headers_range,

@@ -18,34 +18,48 @@ pub struct MemoryInbox {
     state: Mutex<State>,
 }
 
-/// Per group, event id to the time it was recorded; nested so lookups by `&str` need no
-/// allocation (this is on the consumer's hot path).
+/// One flat map from (group, event id) to the time it was recorded, groups numbered in
+/// a short list (a consumer has one or a few), so a lookup hashes 20 bytes once and never
+/// allocates: this is on the consumer's hot path.
 #[derive(Debug, Default)]
 struct State {
-    recorded: HashMap<Arc<str>, HashMap<Uuid, i64, foldhash::fast::RandomState>, foldhash::fast::RandomState>,
+    groups: Vec<Arc<str>>,
+    recorded: HashMap<(u32, Uuid), i64, foldhash::fast::RandomState>,
     /// Insertion order, for eviction by age and by capacity.
-    order: VecDeque<(Arc<str>, Uuid, i64)>,
-    len: usize,
+    order: VecDeque<(u32, Uuid, i64)>,
 }
 
 impl State {
+    fn group(&self, group: &str) -> Option<u32> {
+        self.groups.iter().position(|g| &**g == group).map(|i| i as u32)
+    }
+
+    fn group_or_insert(&mut self, group: &str) -> u32 {
+        match self.group(group) {
+            Some(index) => index,
+            None => {
+                self.groups.push(Arc::from(group));
+                (self.groups.len() - 1) as u32
+            }
+        }
+    }
+
     fn get(&self, group: &str, event_id: Uuid) -> Option<i64> {
-        self.recorded.get(group)?.get(&event_id).copied()
+        self.recorded.get(&(self.group(group)?, event_id)).copied()
     }
 
     fn evict(&mut self, capacity: usize, cutoff_ms: i64) -> u64 {
         let mut evicted = 0;
-        while let Some((group, event_id, at)) = self.order.front() {
-            if self.order.len() <= capacity && *at >= cutoff_ms {
+        while let Some(&(group, event_id, at)) = self.order.front() {
+            if self.order.len() <= capacity && at >= cutoff_ms {
                 break;
             }
             // Only drop the map entry this queue entry created (a re-record after a
             // prune leaves a newer queue entry behind it).
-            if let Some(events) = self.recorded.get_mut(group)
-                && events.get(event_id) == Some(at)
+            if let std::collections::hash_map::Entry::Occupied(entry) = self.recorded.entry((group, event_id))
+                && *entry.get() == at
             {
-                events.remove(event_id);
-                self.len -= 1;
+                entry.remove();
                 evicted += 1;
             }
             self.order.pop_front();
@@ -62,7 +76,7 @@ impl MemoryInbox {
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.with_state(|s| s.len)
+        self.with_state(|s| s.recorded.len())
     }
 
     /// Whether it holds nothing.
@@ -95,16 +109,12 @@ impl Inbox for MemoryInbox {
         let capacity = self.capacity;
         let cutoff = now_ms.saturating_sub(window_ms(self.window));
         let fresh = self.with_state(|s| {
-            if s.get(group, event_id).is_some() {
-                return false;
-            }
-            let group = match s.recorded.get_key_value(group) {
-                Some((group, _)) => Arc::clone(group),
-                None => Arc::from(group),
+            let group = s.group_or_insert(group);
+            match s.recorded.entry((group, event_id)) {
+                std::collections::hash_map::Entry::Occupied(_) => return false,
+                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(now_ms),
             };
-            s.recorded.entry(Arc::clone(&group)).or_default().insert(event_id, now_ms);
             s.order.push_back((group, event_id, now_ms));
-            s.len += 1;
             s.evict(capacity, cutoff);
             true
         });
