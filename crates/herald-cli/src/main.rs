@@ -4,6 +4,7 @@
 //! then `HERALD_*` environment variables, then an optional TOML file, then defaults.
 
 mod bench;
+mod outbox;
 mod serve;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure a Kafka-compatible broker: produce or consume as fast as it allows.
     Bench(bench::BenchArgs),
+    /// Transactional outbox tools: `herald outbox relay --database-url ...`.
+    Outbox(outbox::OutboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Outbox(args) => outbox::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

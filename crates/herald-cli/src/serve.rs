@@ -190,7 +190,7 @@ fn parse_durability(text: &str) -> anyhow::Result<Durability> {
     bail!("durability {text:?}: use `fsync` or `interval:<ms>`")
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

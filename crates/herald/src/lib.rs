@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod event;
 pub mod inbox;
 pub mod names;
+pub mod outbox;
 pub mod publisher;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -2,6 +2,7 @@
 //! idempotent rdkafka producer (acks=all, murmur2_random, so keys land where the Java
 //! client and kafkajs put them).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -133,15 +134,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher with these settings (connects lazily).
     pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("client.id", &config.client_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            .set("compression.codec", &config.compression)
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("message.timeout.ms", config.timeout.as_millis().to_string())
+        let producer = producer_config(&config)
             .create()
             .map_err(|source| PublishError::Config { brokers: config.brokers.clone(), source: Box::new(source) })?;
         Ok(Self { producer, config })
@@ -184,17 +177,9 @@ impl Publisher {
     ) -> Result<Published, PublishError> {
         let payload = envelope.to_json(self.config.envelope_bytes_max)?;
         let key = envelope.data.key();
-        let version = E::VERSION.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "event-type", value: Some(E::TYPE) })
-            .insert(Header { key: "event-version", value: Some(version.as_str()) })
-            .insert(Header { key: "content-type", value: Some("application/json") })
-            .insert(Header { key: "event-id", value: Some(envelope.event_id.to_string().as_str()) });
-        if let Some(id) = &envelope.correlation_id {
-            headers = headers.insert(Header { key: "correlation-id", value: Some(id.as_str()) });
-        }
-        if let Some(traceparent) = envelope.trace_id.as_deref().and_then(traceparent) {
-            headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
+        let mut headers = OwnedHeaders::new_with_capacity(6);
+        for (name, value) in envelope_headers(envelope).iter().flatten() {
+            headers = headers.insert(Header { key: name, value: Some(value.as_ref()) });
         }
         let mut record = FutureRecord::to(topic).payload(&payload).headers(headers);
         if let Some(key) = &key {
@@ -236,6 +221,36 @@ impl Publisher {
             source: Box::new(source),
         })
     }
+}
+
+/// The producer settings herald uses everywhere: idempotent, acks=all, murmur2_random
+/// (keys land where the Java client and kafkajs put them), and `config`'s choices.
+pub(crate) fn producer_config(config: &PublisherConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("compression.codec", &config.compression)
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("message.timeout.ms", config.timeout.as_millis().to_string());
+    client
+}
+
+/// The headers every herald event carries, in order: `event-type`, `event-version`,
+/// `content-type`, `event-id`, and `correlation-id` and `traceparent` when the envelope has
+/// those ids. The publisher and the outbox both write exactly these.
+pub(crate) fn envelope_headers<E: Event>(envelope: &Envelope<E>) -> [Option<(&'static str, Cow<'_, str>)>; 6] {
+    [
+        Some(("event-type", Cow::Borrowed(E::TYPE))),
+        Some(("event-version", Cow::Owned(E::VERSION.to_string()))),
+        Some(("content-type", Cow::Borrowed("application/json"))),
+        Some(("event-id", Cow::Owned(envelope.event_id.to_string()))),
+        envelope.correlation_id.as_deref().map(|id| ("correlation-id", Cow::Borrowed(id))),
+        envelope.trace_id.as_deref().and_then(traceparent).map(|t| ("traceparent", Cow::Owned(t))),
+    ]
 }
 
 /// A W3C `traceparent` for a 32-hex-digit trace id (a fresh parent span id derived from it).

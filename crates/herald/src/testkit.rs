@@ -16,6 +16,7 @@ use herald_broker::{BrokerConfig, RunningBroker, ServerConfig};
 #[derive(Debug)]
 pub struct TestBroker {
     running: Option<RunningBroker>,
+    addr: SocketAddr,
     config: BrokerConfig,
     server: ServerConfig,
     dir: tempfile::TempDir,
@@ -37,7 +38,8 @@ impl TestBroker {
         let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..config };
         let server = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..server };
         let running = RunningBroker::start(config.clone(), server.clone()).await.expect("the test broker starts");
-        Self { running: Some(running), config, server, dir }
+        let addr = running.local_addr();
+        Self { running: Some(running), addr, config, server, dir }
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -45,9 +47,9 @@ impl TestBroker {
         self.addr().to_string()
     }
 
-    /// The bound address.
+    /// The bound address (kept across [`stop`](Self::stop) and [`resume`](Self::resume)).
     pub fn addr(&self) -> SocketAddr {
-        self.running().local_addr()
+        self.addr
     }
 
     /// The data directory.
@@ -62,10 +64,18 @@ impl TestBroker {
 
     /// Shuts down cleanly and starts again on the same directory and port.
     pub async fn restart(&mut self) {
-        let addr = self.addr();
         self.stop().await;
-        let server = ServerConfig { listen: addr, ..self.server.clone() };
-        self.running = Some(RunningBroker::start(self.config.clone(), server).await.expect("the test broker restarts"));
+        self.resume().await;
+    }
+
+    /// Starts a stopped broker again on the same directory and port (a no-op when it is
+    /// running), e.g. to end a simulated outage.
+    pub async fn resume(&mut self) {
+        if self.running.is_none() {
+            let server = ServerConfig { listen: self.addr, ..self.server.clone() };
+            let running = RunningBroker::start(self.config.clone(), server).await.expect("the test broker restarts");
+            self.running = Some(running);
+        }
     }
 
     /// Shuts down cleanly (a no-op when already stopped).

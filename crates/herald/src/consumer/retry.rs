@@ -69,11 +69,17 @@ impl RetryPolicy {
         if !matches!(error, HandlerError::Retryable(_)) || attempt >= self.max_attempts {
             return RetryDecision::DeadLetter;
         }
+        RetryDecision::RetryAfter(self.delay(attempt, jitter))
+    }
+
+    /// The backoff after attempt number `attempt` (1-based) failed, whatever the error:
+    /// `initial_delay * multiplier^(attempt-1)`, capped, jittered to 50–100% by `jitter`
+    /// in `[0, 1)`. (The outbox relay, which never gives up, uses this alone.)
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
         let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
         let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
         let capped = base.min(self.max_delay.as_secs_f64());
-        let jittered = capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-        RetryDecision::RetryAfter(Duration::from_secs_f64(jittered))
+        Duration::from_secs_f64(capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
     }
 
     /// The longest time a message can spend in retries (no jitter): an inbox's dedup

@@ -1,0 +1,238 @@
+//! The outbox in PostgreSQL: rows carry their transaction's id (`xid8`), and the relay
+//! reads below the oldest running transaction (see the module above for why).
+
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, decode_headers};
+use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
+use crate::{Envelope, Event};
+
+const MIGRATIONS: [(&str, &str); 1] =
+    [("20261127000001_outbox", include_str!("../../migrations/postgres/20261127000001_outbox.sql"))];
+
+/// The channel `enqueue` notifies and the relay listens on.
+const CHANNEL: &str = "herald_outbox";
+
+/// An outbox in a PostgreSQL database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PostgresOutbox {
+    pool: PgPool,
+    source: String,
+    envelope_bytes_max: usize,
+    notify: bool,
+}
+
+impl PostgresOutbox {
+    /// Applies herald's outbox migrations (`herald_outbox`, `herald_outbox_relay`) if
+    /// missing. Envelopes get `herald` as their source until [`source`](Self::source).
+    pub async fn new(pool: PgPool) -> Result<Self, OutboxError> {
+        super::migrate!(
+            pool,
+            lock = "SELECT pg_advisory_xact_lock(7345237112)",
+            select = "SELECT name FROM herald_schema WHERE name = $1",
+            insert = "INSERT INTO herald_schema (name, applied_ms) VALUES ($1, $2)",
+            MIGRATIONS
+        );
+        Ok(Self { pool, source: "herald".into(), envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT, notify: true })
+    }
+
+    /// The envelopes' `source` (the service's name).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Whether `enqueue` also sends `NOTIFY herald_outbox` (default on), waking a listening
+    /// relay at commit. Without it the relay finds rows on its next poll.
+    pub fn notify(mut self, notify: bool) -> Self {
+        self.notify = notify;
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Writes `event` in a fresh envelope to the outbox, on `connection` — normally the
+    /// caller's open transaction, so the event commits (or rolls back) with the business
+    /// rows. Returns the event id.
+    pub async fn enqueue<E: Event>(&self, connection: &mut PgConnection, event: E) -> Result<Uuid, OutboxError> {
+        self.enqueue_envelope(connection, &Envelope::new(self.source.clone(), event)).await
+    }
+
+    /// Like [`enqueue`](Self::enqueue) with a prepared envelope (correlation and causation
+    /// ids, e.g. from [`Context::follow_up`](crate::consumer::Context::follow_up)), to its
+    /// event's topic.
+    pub async fn enqueue_envelope<E: Event>(
+        &self,
+        connection: &mut PgConnection,
+        envelope: &Envelope<E>,
+    ) -> Result<Uuid, OutboxError> {
+        let row = Encoded::new(envelope, E::TOPIC, self.envelope_bytes_max)?;
+        let sql = if self.notify {
+            // One round trip; the notification is delivered when the transaction commits.
+            "WITH row AS (INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) \
+             VALUES ($1::uuid, $2, $3, $4, $5, $6) RETURNING id) SELECT pg_notify('herald_outbox', '') FROM row"
+        } else {
+            "INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) \
+             VALUES ($1::uuid, $2, $3, $4, $5, $6)"
+        };
+        sqlx::query(sql)
+            .bind(row.event_id.hyphenated().to_string())
+            .bind(&row.topic)
+            .bind(&row.key)
+            .bind(&row.headers)
+            .bind(&row.payload)
+            .bind(row.created_ms)
+            .execute(connection)
+            .await
+            .map_err(database("enqueue"))?;
+        Ok(row.event_id)
+    }
+}
+
+impl OutboxStore for PostgresOutbox {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn acquire(
+        &self,
+        relay: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Position>, OutboxError> {
+        let row = sqlx::query(
+            "INSERT INTO herald_outbox_relay AS r (name, owner, lease_until_ms) VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, lease_until_ms = EXCLUDED.lease_until_ms \
+             WHERE r.owner = EXCLUDED.owner OR r.owner IS NULL OR r.lease_until_ms < $3 \
+             RETURNING r.cursor_txid::text::bigint, r.cursor_id",
+        )
+        .bind(relay)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database("acquire the relay lease"))?;
+        row.map(|row| Ok(Position { txid: row.try_get(0)?, id: row.try_get(1)? }))
+            .transpose()
+            .map_err(database("read the relay cursor"))
+    }
+
+    async fn release(&self, relay: &str, owner: &str) -> Result<(), OutboxError> {
+        sqlx::query("UPDATE herald_outbox_relay SET owner = NULL, lease_until_ms = 0 WHERE name = $1 AND owner = $2")
+            .bind(relay)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(database("release the relay lease"))?;
+        Ok(())
+    }
+
+    async fn fetch(&self, after: Position, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        // `pg_current_snapshot()` is this statement's snapshot: every transaction below its
+        // xmin has ended, so the rows read here are all there will ever be below the fence.
+        let rows = sqlx::query(
+            "SELECT id, txid::text::bigint, event_id::text, topic, key, headers, payload, created_ms \
+             FROM herald_outbox \
+             WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, id LIMIT $3",
+        )
+        .bind(after.txid.to_string())
+        .bind(after.id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database("fetch rows"))?;
+        rows.into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0).map_err(database("read a row"))?;
+                let event_id: String = row.try_get(2).map_err(database("read a row"))?;
+                let headers: String = row.try_get(5).map_err(database("read a row"))?;
+                Ok(OutboxRecord {
+                    position: Position { txid: row.try_get(1).map_err(database("read a row"))?, id },
+                    event_id: Uuid::parse_str(&event_id)
+                        .map_err(|e| OutboxError::BadRow { id, problem: format!("event id: {e}") })?,
+                    topic: row.try_get(3).map_err(database("read a row"))?,
+                    key: row.try_get(4).map_err(database("read a row"))?,
+                    headers: decode_headers(id, &headers)?,
+                    payload: row.try_get(6).map_err(database("read a row"))?,
+                    created_ms: row.try_get(7).map_err(database("read a row"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
+        let mut tx = self.pool.begin().await.map_err(database("begin cursor update"))?;
+        // The cursor may lag after a crash (its events are then published again, with the
+        // same ids), never lead: so the commit need not wait for its WAL flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(database("set synchronous_commit"))?;
+        let updated = sqlx::query(
+            "UPDATE herald_outbox_relay SET cursor_txid = $3::text::xid8, cursor_id = $4 WHERE name = $1 AND owner = $2",
+        )
+        .bind(relay)
+        .bind(owner)
+        .bind(to.txid.to_string())
+        .bind(to.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(database("update the cursor"))?;
+        tx.commit().await.map_err(database("commit the cursor"))?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn cleanup(&self, _relay: &str, created_before_ms: i64, limit: i64) -> Result<u64, OutboxError> {
+        // Only rows every relay name has published.
+        let deleted = sqlx::query(
+            "DELETE FROM herald_outbox WHERE id IN (\
+               SELECT o.id FROM herald_outbox o WHERE o.created_ms < $1 AND NOT EXISTS (\
+                 SELECT 1 FROM herald_outbox_relay r WHERE (o.txid, o.id) > (r.cursor_txid, r.cursor_id)) \
+               LIMIT $2)",
+        )
+        .bind(created_before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(database("clean up published rows"))?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn backlog(&self, after: Position) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query(
+            "SELECT count(*), min(created_ms), \
+               count(*) FILTER (WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())), \
+               (SELECT extract(epoch FROM max(clock_timestamp() - xact_start))::float8 \
+                  FROM pg_stat_activity WHERE backend_xid IS NOT NULL) \
+             FROM herald_outbox WHERE (txid, id) > ($1::text::xid8, $2)",
+        )
+        .bind(after.txid.to_string())
+        .bind(after.id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(database("measure the backlog"))?;
+        let oldest: Option<f64> = row.try_get(3).map_err(database("read the backlog"))?;
+        Ok(Backlog {
+            rows: row.try_get(0).map_err(database("read the backlog"))?,
+            oldest_created_ms: row.try_get(1).map_err(database("read the backlog"))?,
+            fenced_rows: row.try_get(2).map_err(database("read the backlog"))?,
+            oldest_write_transaction: oldest
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(std::time::Duration::from_secs_f64),
+        })
+    }
+
+    async fn wakeups(&self) -> Result<Wakeups, OutboxError> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(database("connect a listener"))?;
+        listener.listen(CHANNEL).await.map_err(database("listen"))?;
+        Ok(Wakeups::Listen(Box::new(listener)))
+    }
+}
