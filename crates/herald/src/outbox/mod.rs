@@ -159,9 +159,10 @@ pub struct Backlog {
 pub enum Wakeups {
     /// Signalled by `enqueue` in this process (before the writer commits).
     Local(std::sync::Arc<tokio::sync::Notify>),
-    /// `LISTEN herald_outbox` on its own connection (notified at commit).
+    /// `LISTEN herald_outbox` on its own connection (notified at commit), and the
+    /// in-process signal.
     #[cfg(feature = "postgres")]
-    Listen(Box<sqlx::postgres::PgListener>),
+    Listen(Box<sqlx::postgres::PgListener>, std::sync::Arc<tokio::sync::Notify>),
 }
 
 impl std::fmt::Debug for Wakeups {
@@ -169,7 +170,7 @@ impl std::fmt::Debug for Wakeups {
         match self {
             Wakeups::Local(_) => f.write_str("Wakeups::Local"),
             #[cfg(feature = "postgres")]
-            Wakeups::Listen(_) => f.write_str("Wakeups::Listen"),
+            Wakeups::Listen(..) => f.write_str("Wakeups::Listen"),
         }
     }
 }
@@ -184,8 +185,13 @@ impl Wakeups {
                 Ok(())
             }
             #[cfg(feature = "postgres")]
-            Wakeups::Listen(listener) => {
-                listener.recv().await.map_err(database("wait for a notification"))?;
+            Wakeups::Listen(listener, local) => {
+                tokio::select! {
+                    received = listener.recv() => {
+                        received.map_err(database("wait for a notification"))?;
+                    }
+                    () = local.notified() => {}
+                }
                 Ok(())
             }
         }

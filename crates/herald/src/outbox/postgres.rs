@@ -1,8 +1,11 @@
 //! The outbox in PostgreSQL: rows carry their transaction's id (`xid8`), and the relay
 //! reads below the oldest running transaction (see the module above for why).
 
+use std::sync::Arc;
+
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, decode_headers};
@@ -22,6 +25,7 @@ pub struct PostgresOutbox {
     source: String,
     envelope_bytes_max: usize,
     notify: bool,
+    enqueued: Arc<Notify>,
 }
 
 impl PostgresOutbox {
@@ -35,7 +39,13 @@ impl PostgresOutbox {
             insert = "INSERT INTO herald_schema (name, applied_ms) VALUES ($1, $2)",
             MIGRATIONS
         );
-        Ok(Self { pool, source: "herald".into(), envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT, notify: true })
+        Ok(Self {
+            pool,
+            source: "herald".into(),
+            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+            notify: false,
+            enqueued: Arc::default(),
+        })
     }
 
     /// The envelopes' `source` (the service's name).
@@ -44,8 +54,12 @@ impl PostgresOutbox {
         self
     }
 
-    /// Whether `enqueue` also sends `NOTIFY herald_outbox` (default on), waking a listening
-    /// relay at commit. Without it the relay finds rows on its next poll.
+    /// Whether `enqueue` also sends `NOTIFY herald_outbox`, waking a relay in another
+    /// process at commit (default off). A relay in this process is woken without it; one
+    /// elsewhere otherwise finds rows on its next poll (`RelayConfig::poll_interval`).
+    /// The cost: PostgreSQL serializes the commits of notifying transactions, which
+    /// measured 34 % (1 client) to 51 % (16 clients) of a one-row transaction's throughput
+    /// (docs/BENCHMARKS.md).
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = notify;
         self
@@ -90,6 +104,8 @@ impl PostgresOutbox {
             .execute(connection)
             .await
             .map_err(database("enqueue"))?;
+        // A relay in this process: woken before the commit, it looks again shortly after.
+        self.enqueued.notify_one();
         Ok(row.event_id)
     }
 }
@@ -138,8 +154,10 @@ impl OutboxStore for PostgresOutbox {
         // `pg_current_snapshot()` is this statement's snapshot: every transaction below its
         // xmin has ended, so the rows read here are all there will ever be below the fence.
         let rows = sqlx::query(
-            "SELECT id, txid::text::bigint, event_id::text, topic, key, headers, payload, created_ms \
-             FROM herald_outbox \
+            // The aliases matter: an output column named `txid` would make ORDER BY sort by
+            // the converted number instead of walking the (txid, id) index.
+            "SELECT id, txid::text::bigint AS txid_number, event_id::text AS event_uuid, topic, key, headers, \
+             payload, created_ms FROM herald_outbox \
              WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY txid, id LIMIT $3",
         )
@@ -193,10 +211,10 @@ impl OutboxStore for PostgresOutbox {
     async fn cleanup(&self, _relay: &str, created_before_ms: i64, limit: i64) -> Result<u64, OutboxError> {
         // Only rows every relay name has published.
         let deleted = sqlx::query(
-            "DELETE FROM herald_outbox WHERE id IN (\
-               SELECT o.id FROM herald_outbox o WHERE o.created_ms < $1 AND NOT EXISTS (\
+            "DELETE FROM herald_outbox WHERE (txid, id) IN (\
+               SELECT o.txid, o.id FROM herald_outbox o WHERE o.created_ms < $1 AND NOT EXISTS (\
                  SELECT 1 FROM herald_outbox_relay r WHERE (o.txid, o.id) > (r.cursor_txid, r.cursor_id)) \
-               LIMIT $2)",
+               ORDER BY o.txid, o.id LIMIT $2)",
         )
         .bind(created_before_ms)
         .bind(limit)
@@ -233,6 +251,6 @@ impl OutboxStore for PostgresOutbox {
     async fn wakeups(&self) -> Result<Wakeups, OutboxError> {
         let mut listener = PgListener::connect_with(&self.pool).await.map_err(database("connect a listener"))?;
         listener.listen(CHANNEL).await.map_err(database("listen"))?;
-        Ok(Wakeups::Listen(Box::new(listener)))
+        Ok(Wakeups::Listen(Box::new(listener), Arc::clone(&self.enqueued)))
     }
 }

@@ -49,6 +49,10 @@ pub struct RelayConfig {
     /// The producer's `linger.ms`: a batch is handed over at once, so little is gained by
     /// waiting for more.
     pub linger_ms: u32,
+    /// How often the cursor is written back while batches keep coming (always when the
+    /// relay goes idle or stops). A crash repeats at most this much (same event ids);
+    /// fewer writes leave the database to the service (SQLite has one writer at a time).
+    pub cursor_interval: Duration,
     /// On shutdown, how long to wait for a batch in flight before leaving it to the next
     /// relay (which then sends it again).
     pub shutdown_grace: Duration,
@@ -59,7 +63,7 @@ impl Default for RelayConfig {
         Self {
             name: "default".into(),
             batch_size: 1000,
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_millis(50),
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(3600),
             cleanup_interval: Duration::from_secs(10),
@@ -71,6 +75,7 @@ impl Default for RelayConfig {
                 max_attempts: u32::MAX,
             },
             linger_ms: 1,
+            cursor_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -132,6 +137,15 @@ enum BatchError {
     LeaseLost,
     /// Shutdown, and the batch did not finish within the grace period.
     Abandoned,
+}
+
+/// Whether the cursor was written back.
+enum Persisted {
+    Yes,
+    /// Another relay holds the lease now.
+    LeaseLost,
+    /// The database failed; tried again later.
+    Failed,
 }
 
 /// The shutdown signal, remembered once it fired.
@@ -243,6 +257,9 @@ impl<S: OutboxStore> Relay<S> {
         let ttl_ms = i64::try_from(config.lease_ttl.as_millis()).unwrap_or(i64::MAX);
         let mut lease = Lease::new(config.lease_ttl);
         let mut cursor: Option<Position> = None;
+        // What the database holds, and when it was written.
+        let mut persisted: Option<Position> = None;
+        let mut persisted_at = Instant::now();
         let mut next_batch: Option<Vec<OutboxRecord>> = None;
         let mut wakeups: Option<Wakeups> = None;
         let mut failures = 0u32;
@@ -260,6 +277,7 @@ impl<S: OutboxStore> Relay<S> {
                         if cursor.is_none() {
                             tracing::info!(relay = %config.name, owner = %self.owner, cursor = ?stored, "outbox relay active");
                             cursor = Some(stored);
+                            persisted = Some(stored);
                             next_batch = None;
                             metrics.leader.set(1.0);
                         }
@@ -318,6 +336,18 @@ impl<S: OutboxStore> Relay<S> {
                 },
             };
             let Some(last) = batch.last().map(|r| r.position) else {
+                if cursor != persisted {
+                    match self.persist(at, &metrics).await {
+                        Persisted::Yes => (persisted, persisted_at) = (Some(at), Instant::now()),
+                        Persisted::LeaseLost => {
+                            (cursor, next_batch) = (None, None);
+                            metrics.leader.set(0.0);
+                            lease.lost();
+                            continue;
+                        }
+                        Persisted::Failed => {}
+                    }
+                }
                 let wait = if quick_polls < QUICK_POLLS {
                     Duration::from_millis(1 << quick_polls)
                 } else {
@@ -382,32 +412,29 @@ impl<S: OutboxStore> Relay<S> {
                 metrics.commit_to_ack.record((acked_ms - record.created_ms).max(0) as f64 / 1000.0);
             }
             metrics.published.increment(batch.len() as u64);
-            match self.store.advance(&config.name, &self.owner, last).await {
-                Ok(true) => {
-                    failures = 0;
-                    cursor = Some(last);
-                }
-                Ok(false) => {
-                    tracing::warn!(relay = %config.name, "outbox relay lease taken over; its new owner sends from the stored cursor");
-                    cursor = None;
-                    next_batch = None;
-                    metrics.leader.set(0.0);
-                    lease.lost();
-                    continue;
-                }
-                Err(error) => {
-                    // Published, so go on from here; the stored cursor catches up with the
-                    // next update (a crash before then repeats these events).
-                    failures += 1;
-                    tracing::warn!(relay = %config.name, %error, "outbox cursor update failed");
-                    metrics.error("advance");
-                    cursor = Some(last);
+            cursor = Some(last);
+            failures = 0;
+            if persisted_at.elapsed() >= config.cursor_interval {
+                match self.persist(last, &metrics).await {
+                    Persisted::Yes => (persisted, persisted_at) = (Some(last), Instant::now()),
+                    Persisted::LeaseLost => {
+                        (cursor, next_batch) = (None, None);
+                        metrics.leader.set(0.0);
+                        lease.lost();
+                    }
+                    Persisted::Failed => {}
                 }
             }
             if let Some(observer) = &self.observer {
                 let events = batch.iter().map(|r| (r.event_id, r.created_ms)).collect();
                 let _ = observer.send(Acked { through: last, events, acked_ms });
             }
+        }
+        if let Some(at) = cursor
+            && cursor != persisted
+            && lease.valid(Instant::now())
+        {
+            self.persist(at, &metrics).await;
         }
         if cursor.is_some()
             && let Err(error) = self.store.release(&config.name, &self.owner).await
@@ -493,6 +520,24 @@ impl<S: OutboxStore> Relay<S> {
             }
         }
         Ok(())
+    }
+
+    /// Writes the cursor back (only while this relay holds the lease).
+    async fn persist(&self, at: Position, metrics: &Metrics) -> Persisted {
+        match self.store.advance(&self.config.name, &self.owner, at).await {
+            Ok(true) => Persisted::Yes,
+            Ok(false) => {
+                tracing::warn!(relay = %self.config.name, "outbox relay lease taken over; its new owner sends from the stored cursor");
+                Persisted::LeaseLost
+            }
+            Err(error) => {
+                // Published, so go on from here; the stored cursor catches up with the
+                // next write (a crash before then repeats these events).
+                tracing::warn!(relay = %self.config.name, %error, "outbox cursor update failed");
+                metrics.error("advance");
+                Persisted::Failed
+            }
+        }
     }
 
     async fn refresh_backlog(&self, cursor: Position, metrics: &Metrics) {
