@@ -135,6 +135,34 @@ impl Encoded {
     }
 }
 
+/// Reads a fetched row: `id, txid_number, event_id (text), topic, key, headers, payload,
+/// created_ms`, the column order both backends select.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn read_record<'r, R>(row: &'r R) -> Result<OutboxRecord, OutboxError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let read = || database("read a row");
+    let id: i64 = row.try_get(0).map_err(read())?;
+    let event_id: String = row.try_get(2).map_err(read())?;
+    let headers: String = row.try_get(5).map_err(read())?;
+    Ok(OutboxRecord {
+        position: Position { txid: row.try_get(1).map_err(read())?, id },
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| OutboxError::BadRow { id, problem: format!("event id: {e}") })?,
+        topic: row.try_get(3).map_err(read())?,
+        key: row.try_get(4).map_err(read())?,
+        headers: decode_headers(id, &headers)?,
+        payload: row.try_get(6).map_err(read())?,
+        created_ms: row.try_get(7).map_err(read())?,
+    })
+}
+
 /// Reads a stored header list back.
 pub(crate) fn decode_headers(id: i64, json: &str) -> Result<Vec<(String, String)>, OutboxError> {
     serde_json::from_str(json).map_err(|error| OutboxError::BadRow { id, problem: format!("headers: {error}") })

@@ -10,7 +10,7 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, decode_headers};
+use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, read_record};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::{Envelope, Event};
 
@@ -142,7 +142,7 @@ impl OutboxStore for SqliteOutbox {
 
     async fn fetch(&self, after: Position, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
         let rows = sqlx::query(
-            "SELECT id, event_id, topic, key, headers, payload, created_ms FROM herald_outbox \
+            "SELECT id, 0 AS txid_number, event_id, topic, key, headers, payload, created_ms FROM herald_outbox \
              WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after.id)
@@ -150,23 +150,7 @@ impl OutboxStore for SqliteOutbox {
         .fetch_all(&self.pool)
         .await
         .map_err(database("fetch rows"))?;
-        rows.into_iter()
-            .map(|row| {
-                let id: i64 = row.try_get(0).map_err(database("read a row"))?;
-                let event_id: String = row.try_get(1).map_err(database("read a row"))?;
-                let headers: String = row.try_get(4).map_err(database("read a row"))?;
-                Ok(OutboxRecord {
-                    position: Position { txid: 0, id },
-                    event_id: Uuid::parse_str(&event_id)
-                        .map_err(|e| OutboxError::BadRow { id, problem: format!("event id: {e}") })?,
-                    topic: row.try_get(2).map_err(database("read a row"))?,
-                    key: row.try_get(3).map_err(database("read a row"))?,
-                    headers: decode_headers(id, &headers)?,
-                    payload: row.try_get(5).map_err(database("read a row"))?,
-                    created_ms: row.try_get(6).map_err(database("read a row"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(read_record).collect()
     }
 
     async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
