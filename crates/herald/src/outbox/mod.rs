@@ -18,7 +18,13 @@
 //!
 //! One relay per relay name is active at a time: each holds a lease in
 //! `herald_outbox_relay` and renews it; another takes over once it lapses. Published rows
-//! are deleted after a retention period.
+//! are deleted after a retention period, once every relay name has published them (remove
+//! the row of a relay name you no longer run, or cleanup waits for it).
+//!
+//! The relay never skips a row: one the broker refuses for good (a topic it may not write,
+//! a record over the broker's size limit) is retried with backoff and holds the relay at
+//! that row, visible as `herald_outbox_errors_total{stage="publish"}` and a growing
+//! backlog, until the cause is fixed.
 
 mod lease;
 #[cfg(feature = "postgres")]

@@ -472,14 +472,10 @@ impl<S: OutboxStore> Relay<S> {
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // librdkafka's queue is full (a batch larger than its queue):
-                        // wait for the oldest send, then hand this one over again.
+                        // librdkafka's queue is full (a batch larger than its queue, or a
+                        // broker outage): it drains as the broker acknowledges.
                         message = back;
-                        if let Some(first) = deliveries.first_mut() {
-                            let _ = first.await;
-                        } else {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((error, _)) => return Err(BatchError::Kafka(error)),
                 }
