@@ -4,8 +4,12 @@
 //! then `HERALD_*` environment variables, then an optional TOML file, then defaults.
 
 mod bench;
+mod cluster;
+mod consume;
 mod outbox;
+mod produce;
 mod serve;
+mod topics;
 
 use std::process::ExitCode;
 
@@ -24,6 +28,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure a Kafka-compatible broker: produce or consume as fast as it allows.
     Bench(bench::BenchArgs),
+    /// Topics: list, create, describe, delete, alter (on Herald or any Kafka cluster).
+    Topics(topics::TopicsArgs),
+    /// Send lines of standard input as records (optionally keyed, optionally in the envelope).
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records as they arrive.
+    Consume(consume::ConsumeArgs),
     /// Transactional outbox tools: `herald outbox relay --database-url ...`.
     Outbox(outbox::OutboxArgs),
 }
@@ -34,6 +44,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Outbox(args) => outbox::run(args),
+        Command::Topics(args) => topics::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,116 @@
+//! The cluster commands as a user runs them, against a real broker (in-process, on an
+//! ephemeral port): topics, produce, consume, and bad input that must be one clear line
+//! and a failure exit.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use herald::testkit::TestBroker;
+
+/// Runs `herald <args>` with `stdin`; returns its output.
+fn herald(brokers: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("herald exits")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+/// The one line a failing command printed.
+fn failure(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure, got {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line, got: {stderr}");
+    stderr
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_described_altered_listed_and_deleted() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    ok(&herald(&b, &["topics", "create", "orders", "--partitions", "3", "--config", "retention.ms=86400000"], ""));
+    let listed = json(&ok(&herald(&b, &["topics", "list", "--json"], "")));
+    assert_eq!(listed, serde_json::json!([{"name": "orders", "partitions": 3}]));
+    ok(&herald(&b, &["topics", "alter", "orders", "--partitions", "4", "--config", "cleanup.policy=delete"], ""));
+    let described = json(&ok(&herald(&b, &["topics", "describe", "orders", "--json"], "")));
+    assert_eq!(described["partitions"].as_array().expect("partitions").len(), 4);
+    assert_eq!(described["configs"]["retention.ms"], "86400000", "kept while another setting changed");
+    assert_eq!(described["configs"]["cleanup.policy"], "delete");
+    let table = ok(&herald(&b, &["topics", "describe", "orders"], ""));
+    assert!(table.starts_with("topic orders: 4 partitions, 0 messages\nPARTITION"), "{table}");
+    let again = failure(&herald(&b, &["topics", "create", "orders"], ""));
+    assert!(again.starts_with("herald: cannot create topic orders: TopicAlreadyExists"), "{again}");
+    ok(&herald(&b, &["topics", "delete", "orders"], ""));
+    assert_eq!(failure(&herald(&b, &["topics", "describe", "orders"], "")), "herald: topic orders does not exist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_lines_are_consumed_from_the_beginning_with_keys_and_envelope_headers() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    ok(&herald(&b, &["topics", "create", "users", "--partitions", "2"], ""));
+    let input = "u-1:{\"user_id\":\"u-1\"}\nu-2:{\"user_id\":\"u-2\"}\nu-1:{\"user_id\":\"u-1\",\"again\":true}\n";
+    let produced =
+        ok(&herald(&b, &["produce", "users", "--parse-key", "--envelope", "--type", "user.created", "--json"], input));
+    assert_eq!(json(&produced)["produced"], 3);
+    let consumed = ok(&herald(&b, &["consume", "users", "--from-beginning", "--max", "3", "--format", "json"], ""));
+    let records: Vec<serde_json::Value> = consumed.lines().map(json).collect();
+    assert_eq!(records.len(), 3);
+    let mut u1 = records.iter().filter(|r| r["key"] == "u-1");
+    let (first, second) = (u1.next().expect("u-1"), u1.next().expect("u-1 again"));
+    assert_eq!(first["partition"], second["partition"], "one key, one partition");
+    assert!(first["offset"].as_i64() < second["offset"].as_i64(), "in the order produced");
+    let envelope = json(first["value"].as_str().expect("value"));
+    assert_eq!(
+        (envelope["eventType"].as_str(), envelope["data"]["user_id"].as_str()),
+        (Some("user.created"), Some("u-1"))
+    );
+    assert_eq!(first["headers"][0], serde_json::json!(["event-type", "user.created"]));
+    assert_eq!(first["headers"][3][1], envelope["eventId"], "the event-id header matches the envelope");
+
+    let pretty = ok(&herald(&b, &["consume", "users", "--from-beginning", "--max", "1"], ""));
+    assert!(pretty.contains("  event-type: user.created\n"), "{pretty}");
+    // A group remembers where it got to: a second run with the same group sees nothing new.
+    let raw = ok(&herald(
+        &b,
+        &["consume", "users", "--from-beginning", "--group", "g", "--format", "raw", "--idle-exit-ms", "3000"],
+        "",
+    ));
+    assert_eq!(raw.lines().count(), 3);
+    let again = ok(&herald(
+        &b,
+        &["consume", "users", "--from-beginning", "--group", "g", "--format", "raw", "--idle-exit-ms", "3000"],
+        "",
+    ));
+    assert_eq!(again.lines().count(), 0, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_clear_line_and_a_failure_exit() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    assert_eq!(failure(&herald(&b, &["consume", "nope", "--max", "1"], "")), "herald: topic nope does not exist");
+    let unreachable = failure(&herald("127.0.0.1:1", &["topics", "list", "--timeout-ms", "1500"], ""));
+    assert!(unreachable.starts_with("herald: cannot reach the brokers at 127.0.0.1:1 within 1500 ms"), "{unreachable}");
+    ok(&herald(&b, &["topics", "create", "t"], ""));
+    let malformed = failure(&herald(&b, &["produce", "t", "--parse-key"], "a:1\nno separator\n"));
+    assert_eq!(malformed, "herald: line 2: expected key:value, found no ':'");
+    let described = json(&ok(&herald(&b, &["topics", "describe", "t", "--json"], "")));
+    assert_eq!(described["partitions"][0]["messages"], 0, "nothing was sent");
+    let not_json = failure(&herald(&b, &["produce", "t", "--envelope", "--type", "user.created"], "{oops\n"));
+    assert!(not_json.starts_with("herald: line 1: --envelope needs JSON data"), "{not_json}");
+}
