@@ -152,8 +152,8 @@ impl Call {
 /// A request frame, decoded but not yet acted on.
 #[derive(Debug)]
 pub enum Decoded {
-    /// A supported API at a supported version.
-    Request(Call, Box<RequestKind>),
+    /// A supported API at a supported version, and the client id from its header.
+    Request(Call, Box<RequestKind>, Option<String>),
     /// ApiVersions at a version this broker does not know: answered with the v0 fallback.
     ApiVersionsFallback {
         /// Echoed in the response.
@@ -181,7 +181,9 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         };
     }
     let mut body = frame;
-    RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(malformed(api, version, "header"))?;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(malformed(api, version, "header"))?;
+    let client_id = header.client_id.map(|id| id.to_string());
     let call = Call { api, version, correlation_id };
     let b = &mut body;
     let request = match api {
@@ -212,15 +214,20 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(decode_body(b, call)?),
         _ => return Err(FrameError::Unsupported { api, version }),
     };
-    Ok(Decoded::Request(call, Box::new(request)))
+    Ok(Decoded::Request(call, Box::new(request), client_id))
 }
 
 /// Answers one request frame (without its length prefix). Blocking: handlers may fsync,
 /// so the server calls this off the async threads, one frame of a connection at a time,
 /// which keeps each connection's requests applied in order.
 pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameError> {
-    let (call, request) = match decode_request(frame)? {
-        Decoded::Request(call, request) => (call, request),
+    handle_frame_from(broker, frame, "")
+}
+
+/// [`handle_frame`] for a request from `client_host` (shown to group tools, as Kafka does).
+pub fn handle_frame_from(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
+    let (call, request, client_id) = match decode_request(frame)? {
+        Decoded::Request(call, request, client_id) => (call, request, client_id),
         Decoded::ApiVersionsFallback { correlation_id } => {
             return Ok(Reply::Ready(Some(api_versions_fallback(correlation_id))));
         }
@@ -244,7 +251,9 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameEr
         RequestKind::DescribeCluster(_) => ready(call.respond(&api::describe_cluster(broker))),
         RequestKind::InitProducerId(r) => ready(call.respond(&api::init_producer_id(broker, r))),
         RequestKind::FindCoordinator(r) => ready(call.respond(&api::find_coordinator(broker, r, version))),
-        RequestKind::JoinGroup(r) => api::join_group(broker, r, call),
+        RequestKind::JoinGroup(r) => {
+            api::join_group(broker, r, call, client_id.unwrap_or_default(), client_host.to_string())
+        }
         RequestKind::SyncGroup(r) => api::sync_group(broker, r, call),
         RequestKind::Heartbeat(r) => ready(call.respond(&api::heartbeat(broker, r))),
         RequestKind::LeaveGroup(r) => ready(call.respond(&api::leave_group(broker, r, version))),

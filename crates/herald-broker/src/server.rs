@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, now_ms};
-use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, Reply, frame_length, handle_frame};
+use crate::request::{FrameError, REQUEST_BYTES_MAX_DEFAULT, Reply, frame_length, handle_frame_from};
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -200,6 +200,8 @@ async fn read_requests(
     mut stopped: watch::Receiver<bool>,
     outgoing: mpsc::Sender<Outgoing>,
 ) -> Result<(), ConnectionEnd> {
+    // As Kafka shows it to group tools.
+    let client_host = reader.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     loop {
         let mut prefix = [0u8; 4];
         tokio::select! {
@@ -223,7 +225,8 @@ async fn read_requests(
         }
         let received = Instant::now();
         let handler_broker = Arc::clone(&broker);
-        let reply = tokio::task::spawn_blocking(move || handle_frame(&handler_broker, Bytes::from(body)))
+        let host = client_host.clone();
+        let reply = tokio::task::spawn_blocking(move || handle_frame_from(&handler_broker, Bytes::from(body), &host))
             .await
             .map_err(|e| ConnectionEnd::Handler(e.to_string()))??;
         let next = match reply {

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::json;
@@ -54,6 +54,8 @@ pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     config
         .set("group.id", args.group.as_deref().unwrap_or("herald-cli-consume"))
         .set("enable.auto.commit", if args.group.is_some() { "true" } else { "false" })
+        // Only what was printed counts as consumed (stored below, committed at exit too).
+        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" })
         .set("fetch.queue.backoff.ms", "10");
     let consumer: BaseConsumer = config.create().with_context(|| format!("connecting to {}", cluster.brokers))?;
@@ -86,10 +88,20 @@ pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         let message = received.with_context(|| format!("reading {}", args.topic))?;
         print(&mut out, &message, args.format).context("writing to standard output")?;
+        if args.group.is_some() {
+            consumer.store_offset_from_message(&message).context("storing the offset")?;
+        }
         printed += 1;
         last = Instant::now();
     }
     out.flush().context("writing to standard output")?;
+    if let Some(group) = &args.group
+        && printed > 0
+    {
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .with_context(|| format!("committing the offsets of {group}"))?;
+    }
     Ok(())
 }
 

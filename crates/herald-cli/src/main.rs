@@ -6,6 +6,8 @@
 mod bench;
 mod cluster;
 mod consume;
+mod dlq;
+mod groups;
 mod outbox;
 mod produce;
 mod serve;
@@ -34,6 +36,10 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records as they arrive.
     Consume(consume::ConsumeArgs),
+    /// Consumer groups: list, describe (members, lag), reset-offsets, delete.
+    Groups(groups::GroupsArgs),
+    /// Dead letters: list them, redrive them to their original topics.
+    Dlq(dlq::DlqArgs),
     /// Transactional outbox tools: `herald outbox relay --database-url ...`.
     Outbox(outbox::OutboxArgs),
 }
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Groups(args) => groups::run(args),
+        Command::Dlq(args) => dlq::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

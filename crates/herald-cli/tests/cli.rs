@@ -114,3 +114,109 @@ async fn bad_input_is_one_clear_line_and_a_failure_exit() {
     let not_json = failure(&herald(&b, &["produce", "t", "--envelope", "--type", "user.created"], "{oops\n"));
     assert!(not_json.starts_with("herald: line 1: --envelope needs JSON data"), "{not_json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_show_lag_and_reset_offsets_only_when_executed_and_stopped() {
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    ok(&herald(&b, &["topics", "create", "events", "--partitions", "2"], ""));
+    let lines: String = (0..10).map(|n| format!("k{}:v{n}\n", n % 3)).collect();
+    ok(&herald(&b, &["produce", "events", "--parse-key"], &lines));
+    ok(&herald(&b, &["consume", "events", "--from-beginning", "--group", "g", "--max", "4", "--format", "raw"], ""));
+    let lag = |group: &str| json(&ok(&herald(&b, &["groups", "describe", group, "--json"], "")))["lag"].as_i64();
+    assert_eq!(lag("g"), Some(6), "10 produced, 4 consumed");
+    let listed = ok(&herald(&b, &["groups", "list"], ""));
+    assert!(listed.lines().any(|l| l.starts_with("g ") && l.contains("Empty")), "{listed}");
+
+    let dry = herald(&b, &["groups", "reset-offsets", "g", "--to-earliest"], "");
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("dry run: nothing changed"), "{dry:?}");
+    assert_eq!(lag("g"), Some(6), "a dry run changes nothing");
+    ok(&herald(&b, &["groups", "reset-offsets", "g", "--to-earliest", "--execute"], ""));
+    assert_eq!(lag("g"), Some(10), "back to the beginning");
+    ok(&herald(&b, &["groups", "reset-offsets", "g", "--to-datetime", "2000-01-01T00:00:00Z", "--execute"], ""));
+    assert_eq!(lag("g"), Some(10), "everything is later than 2000");
+
+    // A group with a live member: shown with its assignment, and not reset under it.
+    let live: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "live")
+        .set("client.id", "live-member")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    live.subscribe(&["events"]).expect("subscribe");
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(20), live.recv()).await.expect("joined").expect("message");
+    live.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).expect("commit");
+    let described = json(&ok(&herald(&b, &["groups", "describe", "live", "--json"], "")));
+    assert_eq!(described["members"][0]["client_id"], "live-member", "{described}");
+    assert!(described["members"][0]["assignment"].as_str().is_some_and(|a| a.starts_with("events[")), "{described}");
+    let refused = failure(&herald(&b, &["groups", "reset-offsets", "live", "--to-latest", "--execute"], ""));
+    assert_eq!(refused, "herald: group live has 1 active member(s); stop them before resetting its offsets");
+    tokio::task::spawn_blocking(move || drop(live)).await.expect("close");
+
+    ok(&herald(&b, &["groups", "delete", "g"], ""));
+    assert_eq!(failure(&herald(&b, &["groups", "describe", "g"], "")), "herald: group g does not exist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    ok(&herald(&b, &["topics", "create", "orders"], ""));
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &b).create().expect("producer");
+    // Five dead letters as the consumer runtime writes them; the last one was already
+    // redriven three times.
+    for n in 0..5u32 {
+        let redrives = if n == 4 { "3" } else { "0" };
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "event-type", value: Some("order.placed") })
+            .insert(Header { key: "dlq-original-topic", value: Some("orders") })
+            .insert(Header { key: "dlq-original-partition", value: Some("0") })
+            .insert(Header { key: "dlq-original-offset", value: Some(n.to_string().as_str()) })
+            .insert(Header { key: "dlq-error-class", value: Some("permanent") })
+            .insert(Header { key: "dlq-error-message", value: Some("card declined") })
+            .insert(Header { key: "herald-redrive-count", value: Some(redrives) });
+        let key = format!("order-{}", n % 2);
+        let payload = format!("{{\"n\":{n}}}");
+        let record = FutureRecord::to("orders.dlq").key(&key).payload(&payload).headers(headers);
+        producer.send(record, std::time::Duration::from_secs(10)).await.expect("dead letter written");
+    }
+    let listed = json(&ok(&herald(&b, &["dlq", "list", "orders", "--json"], "")));
+    assert_eq!(listed.as_array().map(Vec::len), Some(5));
+    assert_eq!(listed[0]["error_class"], "permanent");
+
+    let messages = |topic: &str| {
+        json(&ok(&herald(&b, &["topics", "describe", topic, "--json"], "")))["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p["messages"].as_i64().unwrap_or(0)).sum::<i64>())
+    };
+    let dry = herald(&b, &["dlq", "redrive", "orders.dlq", "--dry-run"], "");
+    assert!(
+        String::from_utf8_lossy(&dry.stderr).contains("dry run: would be 4 redriven, 1 refused at the loop guard"),
+        "{dry:?}"
+    );
+    assert_eq!(messages("orders"), Some(0), "a dry run sends nothing");
+
+    let only = json(&ok(&herald(&b, &["dlq", "redrive", "orders.dlq", "--key", "order-1", "--json"], "")));
+    assert_eq!((only["redriven"].as_i64(), only["filtered"].as_i64()), (Some(2), Some(3)), "{only}");
+    let all = json(&ok(&herald(&b, &["dlq", "redrive", "orders.dlq", "--json", "--rate", "100"], "")));
+    assert_eq!((all["redriven"].as_i64(), all["refused_loop_guard"].as_i64()), (Some(4), Some(1)), "{all}");
+    assert_eq!(messages("orders"), Some(6), "2 by key, then all 4");
+    let again = json(&ok(&herald(&b, &["dlq", "redrive", "orders.dlq", "--json"], "")));
+    assert_eq!(again["redriven"].as_i64(), Some(0), "progress was recorded: {again}");
+
+    let back = ok(&herald(&b, &["consume", "orders", "--from-beginning", "--max", "1", "--format", "json"], ""));
+    let record = json(&back);
+    let headers: Vec<String> =
+        record["headers"].as_array().expect("headers").iter().map(|h| h[0].to_string()).collect();
+    assert!(headers.iter().all(|h| !h.contains("dlq-")), "dlq headers are dropped: {headers:?}");
+    assert!(record["headers"].as_array().expect("headers").contains(&serde_json::json!(["herald-redrive-count", "1"])));
+    assert!(headers.contains(&"\"event-type\"".to_string()), "the event's own headers stay: {headers:?}");
+}

@@ -72,13 +72,19 @@ pub(crate) fn find_coordinator(
     response
 }
 
-pub(crate) fn join_group(broker: &Arc<Broker>, request: JoinGroupRequest, call: Call) -> Result<Reply, FrameError> {
+pub(crate) fn join_group(
+    broker: &Arc<Broker>,
+    request: JoinGroupRequest,
+    call: Call,
+    client_id: String,
+    client_host: String,
+) -> Result<Reply, FrameError> {
     let version = call.version;
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|s| s.to_string()),
-        client_id: String::new(),
-        client_host: String::new(),
+        client_id,
+        client_host,
         session_timeout_ms: i64::from(request.session_timeout_ms),
         rebalance_timeout_ms: i64::from(if version >= 1 {
             request.rebalance_timeout_ms
