@@ -40,6 +40,11 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// Dead letters: list them, redrive them to their original topics.
     Dlq(dlq::DlqArgs),
+    /// Print a shell completion script, e.g. `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Transactional outbox tools: `herald outbox relay --database-url ...`.
     Outbox(outbox::OutboxArgs),
 }
@@ -55,6 +60,15 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "herald",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

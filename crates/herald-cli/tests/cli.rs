@@ -220,3 +220,26 @@ async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
     assert!(record["headers"].as_array().expect("headers").contains(&serde_json::json!(["herald-redrive-count", "1"])));
     assert!(headers.contains(&"\"event-type\"".to_string()), "the event's own headers stay: {headers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_e2e_reports_throughput_and_latency_as_json() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let out = ok(&herald(&b, &["bench", "e2e", "--messages", "2000", "--rate", "2000", "--json"], ""));
+    let report = json(&out);
+    assert_eq!((report["mode"].as_str(), report["messages"].as_u64()), (Some("e2e"), Some(2000)));
+    let latency = &report["latency_us"];
+    let (p50, p99, p999) = (latency["p50"].as_u64(), latency["p99"].as_u64(), latency["p999"].as_u64());
+    assert!(p50 <= p99 && p99 <= p999 && p50.is_some_and(|p| p > 0), "{report}");
+    let table = ok(&herald(&b, &["bench", "produce", "--messages", "1000", "--topic", "bp"], ""));
+    assert!(table.starts_with("MODE     MESSAGES  SECONDS"), "{table}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = herald("127.0.0.1:1", &["completions", shell], "");
+        let script = ok(&output);
+        assert!(script.contains("herald") && script.contains("reset-offsets"), "{shell}: {script}");
+    }
+}

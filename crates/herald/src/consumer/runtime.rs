@@ -237,7 +237,10 @@ impl Consumer {
             // (default 1 s); a consumer that drains the queue in less time then sits idle.
             // Measured: a 1M-event consume ran at 0.2-0.24M events/s with the default and
             // 0.52-0.6M with 10 ms (benches/runtime.rs).
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // A subscribed topic created after the consumer started is only found at the
+            // next metadata refresh: librdkafka's default is 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (name, value) in &config.rdkafka {
             client.set(name, value);
         }
