@@ -43,12 +43,15 @@ pub(crate) struct ConsumeArgs {
     /// Stop when no record arrived for this many ms (default: follow until Ctrl-C).
     #[arg(long)]
     idle_exit_ms: Option<u64>,
-    /// Output format.
+    /// Output format (`--json` means `--format json`).
     #[arg(long, value_enum, default_value_t = Format::Pretty)]
     format: Format,
 }
 
-pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(mut args: ConsumeArgs) -> anyhow::Result<()> {
+    if args.cluster.json {
+        args.format = Format::Json;
+    }
     let cluster = &args.cluster;
     let mut config = cluster.client_config();
     config
