@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer as _;
 use serde_json::json;
 
@@ -153,20 +156,7 @@ async fn describe(cluster: &ClusterArgs, name: &str) -> anyhow::Result<()> {
         partitions.push((p.id(), p.leader(), low, high));
     }
     partitions.sort();
-    let admin = cluster.admin()?;
-    let configs = admin
-        .describe_configs([&ResourceSpecifier::Topic(name)], &options(cluster))
-        .await
-        .context("reading the topic's settings")?;
-    let mut settings = BTreeMap::new();
-    for resource in configs {
-        let resource = resource.map_err(|code| anyhow::anyhow!("reading the settings of {name}: {code}"))?;
-        for entry in resource.entries {
-            if !entry.is_default {
-                settings.insert(entry.name, entry.value.unwrap_or_default());
-            }
-        }
-    }
+    let settings = settings(cluster, &cluster.admin()?, name, false).await?;
     if cluster.json {
         let parts: Vec<_> = partitions
             .iter()
@@ -234,17 +224,7 @@ async fn alter(
     }
     if !configs.is_empty() {
         // AlterConfigs replaces a topic's whole set: start from the settings it has now.
-        let current = admin
-            .describe_configs([&ResourceSpecifier::Topic(name)], &options(cluster))
-            .await
-            .context("reading the topic's settings")?;
-        let mut settings = BTreeMap::new();
-        for resource in current {
-            let resource = resource.map_err(|code| anyhow::anyhow!("reading the settings of {name}: {code}"))?;
-            for entry in resource.entries.into_iter().filter(|e| !e.is_default && !e.is_read_only) {
-                settings.insert(entry.name, entry.value.unwrap_or_default());
-            }
-        }
+        let mut settings = settings(cluster, &admin, name, true).await?;
         for (key, value) in configs {
             settings.insert(key.clone(), value.clone());
         }
@@ -261,6 +241,27 @@ async fn alter(
     }
     report(cluster, json!({"altered": name}), &format!("altered topic {name}"));
     Ok(())
+}
+
+/// The topic's settings that differ from the defaults (only the writable ones if asked).
+async fn settings(
+    cluster: &ClusterArgs,
+    admin: &AdminClient<DefaultClientContext>,
+    name: &str,
+    writable_only: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(name)], &options(cluster))
+        .await
+        .context("reading the topic's settings")?;
+    let mut settings = BTreeMap::new();
+    for resource in configs {
+        let resource = resource.map_err(|code| anyhow::anyhow!("reading the settings of {name}: {code}"))?;
+        for entry in resource.entries.into_iter().filter(|e| !(e.is_default || (writable_only && e.is_read_only))) {
+            settings.insert(entry.name, entry.value.unwrap_or_default());
+        }
+    }
+    Ok(settings)
 }
 
 fn report(cluster: &ClusterArgs, json: serde_json::Value, text: &str) {
