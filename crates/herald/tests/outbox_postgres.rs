@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use herald::outbox::{OutboxStore, Position, PostgresOutbox};
 use herald::testkit::TestBroker;
-use outbox_common::{Relaying, Written, check_arrivals, log_if_asked, postgres_pool, quick, random_bytes, read_back};
+use outbox_common::{
+    Relaying, Written, check_arrivals, drop_schema, log_if_asked, postgres_pool, quick, random_bytes, read_back,
+};
 use uuid::Uuid;
 
 /// What the writers did.
@@ -127,6 +129,7 @@ async fn out_of_order_commits_are_never_skipped_while_a_naive_cursor_skips_them(
         naive_skipped > 0,
         "the naive relay skipped nothing: this run cannot tell a correct relay from a naive one"
     );
+    drop_schema(pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +169,7 @@ async fn relay_crashes_at_random_points_lose_nothing() {
         ledger.committed.len()
     );
     assert!(aborted_with_work > 0, "no crash hit a working relay");
+    drop_schema(pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,6 +211,7 @@ async fn a_second_relay_takes_over_within_the_lease() {
     let (distinct, repeats) = check_arrivals(&arrived, &ledger.committed);
     println!("takeover after {takeover:?} (lease {ttl:?}); arrived {distinct}, repeats {repeats}");
     assert!(takeover <= ttl + poll + Duration::from_millis(300), "takeover took {takeover:?} with a {ttl:?} lease");
+    drop_schema(pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,4 +246,5 @@ async fn an_open_transaction_holds_rows_back_and_shows_in_the_backlog() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(fetched, vec![held, visible], "both, in transaction order");
+    drop_schema(pool).await;
 }

@@ -106,6 +106,17 @@ pub async fn postgres_pool(test: &str, connections: u32) -> Option<sqlx::PgPool>
     Some(pool)
 }
 
+/// Drops the schema `postgres_pool` made (at the end of a test that passed; a failed one
+/// leaves its tables for a look).
+pub async fn drop_schema(pool: sqlx::PgPool) {
+    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&pool).await.expect("schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .expect("drop schema");
+    pool.close().await;
+}
+
 /// A SQLite pool on a new file in `dir`, with the outbox's recommended options.
 pub async fn sqlite_pool(dir: &std::path::Path) -> sqlx::SqlitePool {
     sqlx::sqlite::SqlitePoolOptions::new()
