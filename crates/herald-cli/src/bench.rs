@@ -189,7 +189,7 @@ fn produce(runtime: &tokio::runtime::Runtime, args: ProduceArgs) -> anyhow::Resu
     ensure_topic(runtime, &c.brokers, &c.topic, args.partitions)?;
     let context = LatencyContext {
         start: Instant::now(),
-        latencies_us: Mutex::new(Vec::with_capacity(args.messages as usize)),
+        latencies_us: Mutex::new(Vec::with_capacity(args.messages.min(10_000_000) as usize)),
         errors: Mutex::new(Vec::new()),
     };
     let producer: ThreadedProducer<LatencyContext> = ClientConfig::new()
@@ -274,7 +274,7 @@ fn consume(runtime: &tokio::runtime::Runtime, args: ConsumeArgs) -> anyhow::Resu
         .set("bootstrap.servers", &c.brokers)
         .set("group.id", "herald-bench")
         .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", (args.fetch_bytes.max(1 << 20) * 50).to_string())
+        .set("fetch.max.bytes", (u64::from(args.fetch_bytes.max(1 << 20)) * 50).min(i32::MAX as u64).to_string())
         .set("max.partition.fetch.bytes", args.fetch_bytes.to_string())
         .set("queued.max.messages.kbytes", "1048576")
         .create()
@@ -398,7 +398,7 @@ fn e2e(runtime: &tokio::runtime::Runtime, args: E2eArgs) -> anyhow::Result<()> {
         Ok(())
     });
     let bar = progress(args.messages, "e2e", c.json);
-    let mut latencies = Vec::with_capacity(args.messages as usize);
+    let mut latencies = Vec::with_capacity(args.messages.min(10_000_000) as usize);
     let mut last_arrival = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     while (latencies.len() as u64) < args.messages {
@@ -426,7 +426,12 @@ fn e2e(runtime: &tokio::runtime::Runtime, args: E2eArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     sender.join().map_err(|_| anyhow::anyhow!("the sending thread panicked"))??;
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let report = Report {
         mode: "e2e",
         messages: args.messages,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -123,7 +124,10 @@ fn read_all(
         return Ok(());
     }
     consumer.assign(&assignment).context("assigning partitions")?;
-    let mut deadline = Instant::now() + cluster.timeout().max(Duration::from_secs(30));
+    // A partition is done at its end offset, or when librdkafka reports its end (a tail
+    // of transaction markers or aborted records never yields a record at end - 1).
+    let patience = cluster.timeout().max(Duration::from_secs(30));
+    let mut deadline = Instant::now() + patience;
     while !left.is_empty() {
         let Some(received) = consumer.poll(Duration::from_millis(100)) else {
             if Instant::now() > deadline {
@@ -131,9 +135,16 @@ fn read_all(
             }
             continue;
         };
-        let message = received.with_context(|| format!("reading {topic}"))?;
-        deadline = Instant::now() + cluster.timeout().max(Duration::from_secs(30));
+        let message = match received {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                left.remove(&partition);
+                continue;
+            }
+            Err(error) => return Err(error).with_context(|| format!("reading {topic}")),
+        };
         let Some(&end) = left.get(&message.partition()) else { continue };
+        deadline = Instant::now() + patience; // progress on a partition still being read
         if message.offset() >= end {
             left.remove(&message.partition());
             continue;
@@ -147,7 +158,13 @@ fn read_all(
 }
 
 fn list(cluster: &ClusterArgs, topic: &str) -> anyhow::Result<()> {
-    let consumer = cluster.consumer()?;
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", "herald-cli")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .with_context(|| format!("connecting to {}", cluster.brokers))?;
     let mut rows = Vec::new();
     read_all(cluster, &consumer, topic, false, |m| {
         let h = |name| header(m, name).unwrap_or("").to_string();
@@ -223,6 +240,7 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
         .client_config()
         .set("group.id", &options.group)
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .create()
         .with_context(|| format!("connecting to {}", cluster.brokers))?;
@@ -235,11 +253,11 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
         .context("creating a producer")?;
     let mut tally = Tally::default();
     let mut plan = Vec::new();
-    let mut progress = TopicPartitionList::new();
+    let mut progress: BTreeMap<i32, i64> = BTreeMap::new(); // partition -> next offset
     let started = Instant::now();
     let mut pending = Vec::new();
     // From where the group got to (or the beginning), so a second run sends nothing twice.
-    read_all(cluster, &consumer, topic, true, |m| {
+    let read = read_all(cluster, &consumer, topic, true, |m| {
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
         if options.key.as_ref().is_some_and(|wanted| key.as_ref() != Some(wanted)) {
             tally.filtered += 1;
@@ -287,9 +305,11 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
             producer.send_result(record).map_err(|(error, _)| anyhow::anyhow!("sending to {original}: {error}"))?;
         pending.push((original, delivery));
         tally.sent += 1;
-        let _ = progress.add_partition_offset(topic, m.partition(), Offset::Offset(m.offset() + 1));
+        progress.insert(m.partition(), m.offset() + 1);
         Ok(())
-    })?;
+    });
+    // Whatever was handed over is waited for, even if reading stopped early; progress is
+    // recorded only when every send was acknowledged (a failure repeats, never skips).
     for (original, delivery) in pending {
         match delivery.await {
             Ok(Ok(_)) => {}
@@ -297,10 +317,15 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
             Err(_) => bail!("sending to {original}: the producer went away; progress not recorded"),
         }
     }
-    let recorded = !options.dry_run && options.key.is_none() && progress.count() > 0;
+    let recorded = !options.dry_run && options.key.is_none() && !progress.is_empty();
     if recorded {
-        consumer.commit(&progress, CommitMode::Sync).context("recording the redrive's progress")?;
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in &progress {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next)).context("recording progress")?;
+        }
+        consumer.commit(&list, CommitMode::Sync).context("recording the redrive's progress")?;
     }
+    read?;
     if cluster.json {
         println!(
             "{}",

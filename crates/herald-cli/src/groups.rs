@@ -254,10 +254,15 @@ fn reset(cluster: &ClusterArgs, group: &str, topics: &[String], target: Target, 
         }
         let found = consumer.offsets_for_times(query, cluster.timeout()).context("looking up offsets by time")?;
         for element in found.elements() {
-            if let (Offset::Offset(n), Some(slot)) =
-                (element.offset(), plan.get_mut(&(element.topic().to_string(), element.partition())))
+            let at = (element.topic().to_string(), element.partition());
+            if let Err(error) = element.error() {
+                bail!("looking up {}/{} by time: {error}", at.0, at.1);
+            }
+            if let (Offset::Offset(n), Some(slot), Some(place)) = (element.offset(), plan.get_mut(&at), places.get(&at))
             {
-                *slot = n; // otherwise no record that late: the end
+                // No record that late leaves the end; a partition the broker did not answer
+                // for would keep the query's timestamp, so clamp to what exists.
+                *slot = n.clamp(place.start, place.end);
             }
         }
     }
@@ -348,6 +353,9 @@ fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
 /// fractional seconds and `±HH:MM` offsets allowed).
 fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
     let bad = || format!("{text:?} is not an RFC 3339 time like 2026-11-27T08:00:00Z");
+    if !text.is_ascii() {
+        return Err(bad()); // also keeps the byte slicing below on character boundaries
+    }
     let b = text.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -358,10 +366,19 @@ fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
-    let num = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad);
+    let num = |range: std::ops::Range<usize>| {
+        text.get(range)
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(bad)
+    };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let valid_day =
+        usize::try_from(month - 1).ok().and_then(|m| month_days.get(m)).is_some_and(|&d| (1..=d).contains(&day));
+    if !valid_day || hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
     }
     let mut rest = &text[19..];
@@ -379,8 +396,11 @@ fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
         "Z" | "z" => 0,
         _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<i64>().ok()).flatten();
+            let (h, m) = (digits(&rest[1..3]).ok_or_else(bad)?, digits(&rest[4..6]).ok_or_else(bad)?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
             sign * (h * 60 + m)
         }
         _ => return Err(bad()),
@@ -407,7 +427,16 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2026-11-27T06:13:54.349Z"), Ok(1_795_760_034_349));
         assert_eq!(parse_rfc3339_ms("2026-11-27T07:13:54.349+01:00"), Ok(1_795_760_034_349));
         assert_eq!(parse_rfc3339_ms("2000-02-29T12:00:00.5Z"), Ok(951_825_600_500));
-        for bad in ["yesterday", "2026-13-01T00:00:00Z", "2026-11-27T00:00:00", "2026-11-27T00:00:00.Z"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-27T00:00:00",
+            "2026-11-27T00:00:00.Z",
+            "2026-11-27T08:00:00+0\u{e9}00",
+            "2026-11-27T-1:-5:-9Z",
+            "2026-02-31T00:00:00Z",
+            "2026-11-27T00:00:00+99:99",
+        ] {
             assert!(parse_rfc3339_ms(bad).is_err(), "{bad}");
         }
     }

@@ -13,8 +13,9 @@ use serde_json::json;
 
 use crate::cluster::ClusterArgs;
 
-/// Largest line read (Kafka's default `message.max.bytes` is about 1 MB).
-const LINE_BYTES_MAX: usize = 1 << 20;
+/// Largest record sent: librdkafka's default `message.max.bytes` (1,000,000) less room for
+/// its framing, so a record that passes here is not refused after others were sent.
+const RECORD_BYTES_MAX: usize = 1_000_000 - 1024;
 
 /// `herald produce`.
 #[derive(Debug, clap::Args)]
@@ -109,15 +110,9 @@ pub(crate) fn run(args: ProduceArgs) -> anyhow::Result<()> {
 /// Reads and checks every line before anything is sent.
 fn read_input(args: &ProduceArgs, input: impl std::io::BufRead) -> anyhow::Result<Vec<Line>> {
     let mut lines = Vec::new();
-    for (n, line) in input.split(b'\n').enumerate() {
+    for (n, line) in bounded_lines(input, RECORD_BYTES_MAX).enumerate() {
         let number = n + 1;
-        let mut line = line.context("reading standard input")?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > LINE_BYTES_MAX {
-            bail!("line {number}: {} bytes, more than the {LINE_BYTES_MAX} a record may have", line.len());
-        }
+        let line = line.map_err(|error| anyhow::anyhow!("line {number}: {error}"))?;
         let (key, value) = if args.parse_key {
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 bail!("line {number}: expected key:value, found no ':'");
@@ -133,9 +128,59 @@ fn read_input(args: &ProduceArgs, input: impl std::io::BufRead) -> anyhow::Resul
                 .map_err(|problem| anyhow::anyhow!("line {number}: {problem}"))?,
             _ => (value, Vec::new()),
         };
+        let size = value.len()
+            + key.as_ref().map_or(0, String::len)
+            + headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>();
+        if size > RECORD_BYTES_MAX {
+            bail!(
+                "line {number}: the record would be {size} bytes, more than the {RECORD_BYTES_MAX} a broker takes by default"
+            );
+        }
         lines.push(Line { key, value, headers });
     }
     Ok(lines)
+}
+
+/// Lines without their `\n` (and `\r\n`), each refused once it passes `max` bytes, before
+/// more of it is buffered.
+fn bounded_lines(mut input: impl std::io::BufRead, max: usize) -> impl Iterator<Item = Result<Vec<u8>, String>> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut line = Vec::new();
+        loop {
+            let buffer = match input.fill_buf() {
+                Ok(buffer) => buffer,
+                Err(error) => {
+                    done = true;
+                    return Some(Err(format!("reading standard input: {error}")));
+                }
+            };
+            if buffer.is_empty() {
+                done = true;
+                return (!line.is_empty()).then_some(Ok(line));
+            }
+            let (chunk, newline) = match buffer.iter().position(|&b| b == b'\n') {
+                Some(at) => (&buffer[..at], true),
+                None => (buffer, false),
+            };
+            if line.len() + chunk.len() > max + 1 {
+                done = true;
+                return Some(Err(format!("longer than the {max} bytes a record may have")));
+            }
+            line.extend_from_slice(chunk);
+            let used = chunk.len() + usize::from(newline);
+            input.consume(used);
+            if newline {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(Ok(line));
+            }
+        }
+    })
 }
 
 /// The standard envelope around `data` (JSON), and the headers herald's publisher sends.
@@ -185,6 +230,15 @@ mod tests {
         assert_eq!((lines[1].key.as_deref(), &lines[1].value[..]), (Some("u-2"), &b"x:y"[..]));
         let error = read_input(&args(true, false), &b"a:1\nno key here\n"[..]).err().expect("refused");
         assert_eq!(error.to_string(), "line 2: expected key:value, found no ':'");
+    }
+
+    #[test]
+    fn a_line_longer_than_a_record_may_be_is_refused_before_it_is_all_read() {
+        let long = vec![b'x'; RECORD_BYTES_MAX + 10];
+        let error = read_input(&args(false, false), &long[..]).err().expect("refused");
+        assert!(error.to_string().starts_with("line 1: longer than"), "{error}");
+        let lines: Vec<_> = bounded_lines(&b"a\r\nb\n\nc"[..], 10).collect();
+        assert_eq!(lines, vec![Ok(b"a".to_vec()), Ok(b"b".to_vec()), Ok(Vec::new()), Ok(b"c".to_vec())]);
     }
 
     #[test]

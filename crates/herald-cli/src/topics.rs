@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer as _;
@@ -257,7 +257,13 @@ async fn settings(
     let mut settings = BTreeMap::new();
     for resource in configs {
         let resource = resource.map_err(|code| anyhow::anyhow!("reading the settings of {name}: {code}"))?;
-        for entry in resource.entries.into_iter().filter(|e| !(e.is_default || (writable_only && e.is_read_only))) {
+        // For an alter, only the topic's own overrides: values from the broker's
+        // configuration are not copied onto the topic, nor secrets (sent without a value).
+        let keep = |e: &rdkafka::admin::ConfigEntry| {
+            !e.is_default
+                && (!writable_only || (e.source == ConfigSource::DynamicTopic && !e.is_read_only && !e.is_sensitive))
+        };
+        for entry in resource.entries.into_iter().filter(keep) {
             settings.insert(entry.name, entry.value.unwrap_or_default());
         }
     }

@@ -179,7 +179,10 @@ impl OutboxStore for PostgresOutbox {
             .await
             .map_err(database("set synchronous_commit"))?;
         let updated = sqlx::query(
-            "UPDATE herald_outbox_relay SET cursor_txid = $3::text::xid8, cursor_id = $4 WHERE name = $1 AND owner = $2",
+            // Only forward: a relay that resumed after an unnoticed lapse must not move a
+            // newer cursor back (that would only repeat events, but needlessly).
+            "UPDATE herald_outbox_relay SET cursor_txid = $3::text::xid8, cursor_id = $4 \
+             WHERE name = $1 AND owner = $2 AND (cursor_txid, cursor_id) <= ($3::text::xid8, $4)",
         )
         .bind(relay)
         .bind(owner)

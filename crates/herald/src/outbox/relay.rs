@@ -274,7 +274,9 @@ impl<S: OutboxStore> Relay<S> {
             if lease.renew_due(now) {
                 match self.store.acquire(&config.name, &self.owner, now_ms(), ttl_ms).await {
                     Ok(Some(stored)) => {
-                        if cursor.is_none() {
+                        // Held before but lapsed here unnoticed (a pause): another relay may
+                        // have moved the cursor meanwhile, so start again from the stored one.
+                        if cursor.is_none() || !lease.valid(now) {
                             tracing::info!(relay = %config.name, owner = %self.owner, cursor = ?stored, "outbox relay active");
                             cursor = Some(stored);
                             persisted = Some(stored);
@@ -377,6 +379,11 @@ impl<S: OutboxStore> Relay<S> {
                 continue;
             };
             quick_polls = 0;
+            // Housekeeping and the read took time: only send while the lease still holds.
+            if !lease.valid(Instant::now()) {
+                next_batch = None;
+                continue;
+            }
             // Read the next batch while this one is on its way.
             let (sent, next) = tokio::join!(
                 self.send_batch(&producer, &batch, &mut lease, &mut stop),
@@ -475,7 +482,13 @@ impl<S: OutboxStore> Relay<S> {
                         // librdkafka's queue is full (a batch larger than its queue, or a
                         // broker outage): it drains as the broker acknowledges.
                         message = back;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        tokio::select! {
+                            () = stop.requested() => return Err(BatchError::Abandoned),
+                            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                        }
+                        if !lease.valid(Instant::now()) {
+                            return Err(BatchError::LeaseLost);
+                        }
                     }
                     Err((error, _)) => return Err(BatchError::Kafka(error)),
                 }
@@ -563,8 +576,10 @@ impl<S: OutboxStore> Relay<S> {
     async fn cleanup(&self, metrics: &Metrics) {
         let retention_ms = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention_ms);
-        // In slices, so a large backlog of published rows never holds one long transaction.
-        for _ in 0..100 {
+        // In slices, so a large backlog of published rows never holds one long transaction,
+        // and a few per round, so cleanup never delays publishing by much (and the lease
+        // is checked again before the next send).
+        for _ in 0..10 {
             match self.store.cleanup(&self.config.name, before, 10_000).await {
                 Ok(0) => break,
                 Ok(deleted) => metrics.cleaned.increment(deleted),

@@ -154,13 +154,15 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
-        let updated = sqlx::query("UPDATE herald_outbox_relay SET cursor_id = ? WHERE name = ? AND owner = ?")
-            .bind(to.id)
-            .bind(relay)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(database("update the cursor"))?;
+        let updated = sqlx::query(
+            "UPDATE herald_outbox_relay SET cursor_id = ?1 WHERE name = ?2 AND owner = ?3 AND cursor_id <= ?1",
+        )
+        .bind(to.id)
+        .bind(relay)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(database("update the cursor"))?;
         Ok(updated.rows_affected() == 1)
     }
 
