@@ -2,7 +2,10 @@
 //!
 //! The database holds the lease until `request time + ttl` by the relay's clock; the relay
 //! counts its own validity from the moment it *sent* the renewal (never later), minus a
-//! margin, so it stops publishing before any other relay can have taken over.
+//! margin, so it stops publishing before any other relay can have taken over. Relays compare
+//! their own wall clocks with the stored deadline, so their clocks must agree to within that
+//! margin (a tenth of the lease: 1 s by default) — NTP does this; a larger skew could let a
+//! second relay take a live lease, which repeats events but never skips one.
 
 use std::time::{Duration, Instant};
 
