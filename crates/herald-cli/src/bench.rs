@@ -246,19 +246,12 @@ fn produce(runtime: &tokio::runtime::Runtime, args: ProduceArgs) -> anyhow::Resu
         bail!("deliveries failed, e.g. {}", errors.join("; "));
     }
     let mut latencies = context.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     let report = Report {
         mode: "produce",
         messages: latencies.len() as u64,
         bytes: latencies.len() as u64 * args.size as u64,
         seconds: elapsed.as_secs_f64(),
-        latency_us: Some([pct(0.5), pct(0.99), pct(0.999)]),
+        latency_us: Some(percentiles(&mut latencies)),
         latency_kind: "ack",
     };
     let rate = if args.rate == 0 { "max".to_string() } else { args.rate.to_string() };
@@ -425,24 +418,27 @@ fn e2e(runtime: &tokio::runtime::Runtime, args: E2eArgs) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     sender.join().map_err(|_| anyhow::anyhow!("the sending thread panicked"))??;
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     let report = Report {
         mode: "e2e",
         messages: args.messages,
         bytes: args.messages * args.size as u64,
         seconds,
-        latency_us: Some([pct(0.5), pct(0.99), pct(0.999)]),
+        latency_us: Some(percentiles(&mut latencies)),
         latency_kind: "send to receive",
     };
     let rate = if args.rate == 0 { "max".to_string() } else { args.rate.to_string() };
     report.print(c.json, &format!("acks=all linger.ms={} rate={rate} partitions={partitions}", args.linger_ms));
     Ok(())
+}
+
+/// p50, p99 and p99.9 of `latencies` (sorted here; zeros when empty).
+fn percentiles(latencies: &mut [u32]) -> [u32; 3] {
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(index).copied().unwrap_or(0)
+    };
+    [at(0.5), at(0.99), at(0.999)]
 }
 
 struct Report {
