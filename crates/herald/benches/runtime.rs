@@ -10,7 +10,7 @@
 //!
 //! Rounds are interleaved so drift hits every variant alike. Run with
 //! `cargo bench -p herald --bench runtime` (`HERALD_BENCH_EVENTS`, default 1,000,000;
-//! `HERALD_BENCH_ROUNDS`, default 3). Prints one line per measurement and a summary of
+//! `HERALD_BENCH_ROUNDS`, default 3; `HERALD_BENCH_CONSUME_ONLY` skips the publish rows). Prints one line per measurement and a summary of
 //! medians, ratios and per-event overhead. `HERALD_BENCH_PROFILE=raw|herald|machinery`
 //! fills the topic and runs one consume variant alone, for `perf record`.
 
@@ -116,9 +116,14 @@ async fn publish_herald(bootstrap: &str, count: u64) -> f64 {
 /// reads the `event-type` header and picks the decoder by it, as a hand-written consumer of
 /// several event types must (the runtime does this for every message).
 async fn consume_raw(bootstrap: &str, group: &str, count: u64, route: bool) -> f64 {
+    // Spawned, like the runtime's run loop.
+    tokio::spawn(raw_loop(bootstrap.to_string(), group.to_string(), count, route)).await.expect("raw loop")
+}
+
+async fn raw_loop(bootstrap: String, group: String, count: u64, route: bool) -> f64 {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         // As the runtime sets it (librdkafka's 1 s default idles a fast consumer).
         .set("fetch.queue.backoff.ms", "10")
@@ -188,14 +193,31 @@ fn overhead_us(rate: f64, baseline: f64) -> f64 {
 
 fn main() {
     let count: u64 = std::env::var("HERALD_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let consume_only = std::env::var_os("HERALD_BENCH_CONSUME_ONLY").is_some();
     let rounds: usize = std::env::var("HERALD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    runtime.block_on(async move {
+    // The broker gets its own runtime (its own threads), as a separate process would; the
+    // clients share the other, and every variant runs as a task spawned on it, so none has
+    // a thread to itself that another lacks.
+    let broker_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("broker")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let broker = broker_runtime.block_on(async {
         let mut config = BrokerConfig::default();
         config.groups.initial_rebalance_delay_ms = 0;
         config.durability = Durability::Interval(Duration::from_secs(1));
-        let broker = TestBroker::start_with(config, ServerConfig::default()).await;
-        let b = broker.bootstrap();
+        TestBroker::start_with(config, ServerConfig::default()).await
+    });
+    let b = broker.bootstrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
         println!("events {count}, rounds {rounds}, {IN_FLIGHT} sends in flight, broker in-process (page-cache durability)");
         // The consume input: `count` events in bench.orders.
         let fill = publish_raw(&b, "bench.orders", count).await;
@@ -216,9 +238,14 @@ fn main() {
             return;
         }
         for round in 0..rounds {
-            let r = publish_raw(&b, "order.placed.raw", count).await;
-            let h = publish_herald(&b, count).await;
-            println!("round {round} publish: raw {r:.0}/s, herald {h:.0}/s");
+            let (r, h) = if consume_only {
+                (f64::NAN, f64::NAN)
+            } else {
+                let r = publish_raw(&b, "order.placed.raw", count).await;
+                let h = publish_herald(&b, count).await;
+                println!("round {round} publish: raw {r:.0}/s, herald {h:.0}/s");
+                (r, h)
+            };
             let rc = consume_raw(&b, &format!("raw-{round}"), count, false).await;
             let rr = consume_raw(&b, &format!("routed-{round}"), count, true).await;
             let hc = consume_herald(&b, &format!("herald-{round}"), count, false).await;
@@ -264,4 +291,6 @@ fn main() {
             overhead_us(fc, rc)
         );
     });
+    drop(runtime);
+    broker_runtime.block_on(async move { drop(broker) });
 }

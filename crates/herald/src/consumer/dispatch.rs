@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::context::{ErasedHandler, Ready};
+use super::context::{ErasedHandler, HandlerFuture, Ready};
 use super::dead_letter::{Failure, dead_letter};
 use super::record::Record;
 use super::runtime::UnknownTypes;
@@ -180,10 +180,11 @@ impl PartitionState {
         Self { epoch, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
     }
 
-    /// Starts every message that may run now. Each handler is first polled right here:
-    /// one that finishes without waiting costs no task and no channel round trip; one that
-    /// waits moves to its own task and reports through `done`. Returns how many finished
-    /// inline.
+    /// Starts every message that may run now. Each message's first attempt runs right
+    /// here, up to its first wait: one that finishes without waiting costs no task, no
+    /// channel round trip and no boxed future of the runtime's own; one that waits (or
+    /// fails, or needs the dead-letter topic or a database inbox) moves to its own task
+    /// and reports through `done`. Returns how many finished inline.
     fn start_ready(
         &mut self,
         slot: &Slot,
@@ -195,25 +196,37 @@ impl PartitionState {
         while let Some(queued) = self.scheduler.start_next() {
             let record = queued.item;
             let parked = !self.parked.is_empty() && record.key().is_some_and(|k| self.parked.contains(k));
-            let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
-            let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> =
-                Box::pin(async move { handle(task_record, parked, &task_shared).await });
-            // A no-op waker is enough for this first poll: if the future is pending, the
-            // task below polls it again at once and registers its own waker.
-            let mut cx = std::task::Context::from_waker(Waker::noop());
-            match handling.as_mut().poll(&mut cx) {
-                Poll::Ready(dead_lettered) => {
-                    self.finished(slot, &record, dead_lettered, &shared.config, progress);
+            let first = if parked { First::NotStarted } else { first_attempt(&record, shared) };
+            let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> = match first {
+                First::Finished => {
+                    self.finished(slot, &record, false, &shared.config, progress);
                     finished_inline += 1;
+                    continue;
                 }
-                Poll::Pending => {
-                    let (done, slot, epoch) = (done.clone(), slot.clone(), self.epoch);
-                    tokio::spawn(async move {
-                        let dead_lettered = handling.await;
-                        let _ = done.send(Done { slot, record, epoch, dead_lettered });
-                    });
+                First::NotStarted => {
+                    let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
+                    let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> =
+                        Box::pin(async move { handle(task_record, parked, &task_shared, None).await });
+                    // A no-op waker is enough for this first poll: if the future is pending,
+                    // the task below polls it again at once and registers its own waker.
+                    let mut cx = std::task::Context::from_waker(Waker::noop());
+                    if let Poll::Ready(dead_lettered) = handling.as_mut().poll(&mut cx) {
+                        self.finished(slot, &record, dead_lettered, &shared.config, progress);
+                        finished_inline += 1;
+                        continue;
+                    }
+                    handling
                 }
-            }
+                First::Started(started) => {
+                    let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
+                    Box::pin(async move { handle(task_record, false, &task_shared, Some(started)).await })
+                }
+            };
+            let (done, slot, epoch) = (done.clone(), slot.clone(), self.epoch);
+            tokio::spawn(async move {
+                let dead_lettered = handling.as_mut().await;
+                let _ = done.send(Done { slot, record, epoch, dead_lettered });
+            });
         }
         finished_inline
     }
@@ -248,9 +261,97 @@ enum Outcome {
     Duplicate,
 }
 
+/// How far a message's first attempt got on the dispatch loop (see `first_attempt`).
+enum First {
+    /// Not begun: the runtime's full path (`handle`) does everything.
+    NotStarted,
+    /// Handled or skipped as a duplicate; nothing left to do.
+    Finished,
+    /// Begun and not finished: `handle` takes it from here.
+    Started(Started),
+}
+
+/// A first attempt that `handle` continues.
+enum Started {
+    /// The handler failed, or the envelope could not be decoded: retry or dead-letter.
+    Failed(HandlerError),
+    /// The handler is waiting for something.
+    Waiting(Running),
+}
+
+/// A handler future that was polled and is not done.
+struct Running {
+    future: HandlerFuture,
+    span: tracing::Span,
+    event_id: Uuid,
+    started: Instant,
+}
+
+/// Runs the first attempt of a message inline, up to the handler's first wait, when
+/// nothing else has to wait first: the event type has a handler and the inbox (if any)
+/// answers immediately. The common case, a handler that finishes at once, ends here.
+fn first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
+    let Some(route) = record.header("event-type").and_then(|t| shared.handlers.get(t)) else {
+        return First::NotStarted; // unknown types are skipped or dead-lettered by `handle`
+    };
+    let inbox = match &shared.inbox {
+        Some(inbox) => match inbox.immediate() {
+            Some(immediate) => Some(immediate),
+            None => return First::NotStarted,
+        },
+        None => None,
+    };
+    let Ready { event_id, span, mut future } = match (route.handler)(record.payload(), context(record, shared, 1)) {
+        Ok(ready) => ready,
+        Err(error) => return First::Started(Started::Failed(error)),
+    };
+    if inbox.is_some_and(|inbox| inbox.contains_now(&shared.group, event_id)) {
+        route.duplicates.increment(1);
+        return First::Finished;
+    }
+    let started = Instant::now();
+    let polled = {
+        let _entered = span.enter();
+        // As in `start_ready`: a pending handler is polled again by its task at once.
+        future.as_mut().poll(&mut std::task::Context::from_waker(Waker::noop()))
+    };
+    match polled {
+        Poll::Ready(Ok(())) => {
+            route.handler_seconds.record(started.elapsed().as_secs_f64());
+            if let Some(inbox) = inbox {
+                inbox.record_now(&shared.group, event_id, now_ms());
+            }
+            route.consumed.increment(1);
+            First::Finished
+        }
+        Poll::Ready(Err(error)) => {
+            route.handler_seconds.record(started.elapsed().as_secs_f64());
+            First::Started(Started::Failed(error))
+        }
+        Poll::Pending => First::Started(Started::Waiting(Running { future, span, event_id, started })),
+    }
+}
+
+/// The context of an attempt. The ids are filled in from the envelope when it is decoded.
+fn context(record: &Arc<Record>, shared: &Shared, attempt: u32) -> Context {
+    Context {
+        group: Arc::clone(&shared.group),
+        partition: record.partition(),
+        offset: record.offset(),
+        record: Arc::clone(record),
+        attempt,
+        event_id: Uuid::nil(),
+        correlation_id: None,
+        causation_id: None,
+        trace_id: None,
+        publisher: Arc::clone(&shared.publisher),
+    }
+}
+
 /// Runs one message to the end: handled, skipped, or acknowledged by the dead-letter
-/// topic. Returns whether it was dead-lettered.
-async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
+/// topic, continuing from `first` if its first attempt began on the dispatch loop.
+/// Returns whether it was dead-lettered.
+async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, mut first: Option<Started>) -> bool {
     let config = &shared.config;
     let named_type = record.header("event-type").unwrap_or_default();
     let dead = |class: &'static str, text: String, attempts: u32| Failure { class, message: text, attempts };
@@ -272,22 +373,13 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
     }
     let mut attempt = 1;
     loop {
-        // The ids are filled in from the envelope when it is decoded.
-        let context = Context {
-            group: Arc::clone(&shared.group),
-            partition: record.partition(),
-            offset: record.offset(),
-            record: Arc::clone(&record),
-            attempt,
-            event_id: Uuid::nil(),
-            correlation_id: None,
-            causation_id: None,
-            trace_id: None,
-            publisher: Arc::clone(&shared.publisher),
-        };
-        let result = match (route.handler)(record.payload(), context) {
-            Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
-            Err(error) => Err(error),
+        let result = match first.take() {
+            Some(Started::Failed(error)) => Err(error),
+            Some(Started::Waiting(running)) => finish_running(running, shared, &route.handler_seconds).await,
+            None => match (route.handler)(record.payload(), context(&record, shared, attempt)) {
+                Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
+                Err(error) => Err(error),
+            },
         };
         let error = match result {
             Ok(Outcome::Handled) => {
@@ -317,6 +409,10 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared) -> bool {
     }
 }
 
+fn inbox_error(error: crate::inbox::InboxError) -> HandlerError {
+    HandlerError::Retryable(error.to_string())
+}
+
 /// One attempt: the inbox check, the handler inside its span, the inbox record.
 async fn run_once(
     ready: Ready,
@@ -324,13 +420,21 @@ async fn run_once(
     handler_seconds: &metrics::Histogram,
 ) -> Result<Outcome, HandlerError> {
     let Ready { event_id, span, future } = ready;
-    let inbox_error = |error: crate::inbox::InboxError| HandlerError::Retryable(error.to_string());
     if let Some(inbox) = &shared.inbox
         && inbox.contains(&shared.group, event_id).await.map_err(inbox_error)?
     {
         return Ok(Outcome::Duplicate);
     }
-    let started = Instant::now();
+    finish_running(Running { future, span, event_id, started: Instant::now() }, shared, handler_seconds).await
+}
+
+/// The rest of an attempt whose handler has started: its end, then the inbox record.
+async fn finish_running(
+    running: Running,
+    shared: &Shared,
+    handler_seconds: &metrics::Histogram,
+) -> Result<Outcome, HandlerError> {
+    let Running { future, span, event_id, started } = running;
     let result = future.instrument(span).await;
     handler_seconds.record(started.elapsed().as_secs_f64());
     result?;

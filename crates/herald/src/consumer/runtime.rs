@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use futures_core::Stream as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -266,6 +267,9 @@ impl Consumer {
         let config = &shared.config;
         let (mut dispatcher, mut done_rx) = Dispatcher::new(Arc::clone(&shared), Arc::clone(&progress));
         let mut commit_tick = tokio::time::interval(config.commit_interval);
+        // One stream for the whole run: `recv()` registers and unregisters a waker slot
+        // (two lock round trips) per message.
+        let mut messages = consumer.stream();
         tokio::pin!(shutdown);
         let mut stopping = false;
         loop {
@@ -275,15 +279,16 @@ impl Consumer {
                     stopping = true;
                 }
                 Some(slots) = revoked_rx.recv() => dispatcher.revoke(slots),
-                received = consumer.recv(), if !stopping && dispatcher.has_room() => {
+                received = std::future::poll_fn(|cx| std::pin::Pin::new(&mut messages).poll_next(cx)), if !stopping && dispatcher.has_room() => {
                     // A revoke runs inside a recv poll; apply it before accepting anything
                     // that poll returned, so no message lands in a revoked partition's queue.
                     while let Ok(slots) = revoked_rx.try_recv() {
                         dispatcher.revoke(slots);
                     }
                     match received {
-                        Ok(message) => dispatcher.accept(&message),
-                        Err(error) => tracing::warn!(group = %config.group_id, %error, "consume error"),
+                        Some(Ok(message)) => dispatcher.accept(&message),
+                        Some(Err(error)) => tracing::warn!(group = %config.group_id, %error, "consume error"),
+                        None => {} // the stream never ends
                     }
                     // Take what librdkafka already holds before going round the loop again.
                     let mut cx = std::task::Context::from_waker(Waker::noop());
@@ -291,15 +296,14 @@ impl Consumer {
                         if !dispatcher.has_room() {
                             break;
                         }
-                        let mut next = std::pin::pin!(consumer.recv());
-                        let polled = next.as_mut().poll(&mut cx);
+                        let polled = std::pin::Pin::new(&mut messages).poll_next(&mut cx);
                         while let Ok(slots) = revoked_rx.try_recv() {
                             dispatcher.revoke(slots);
                         }
                         match polled {
-                            Poll::Ready(Ok(message)) => dispatcher.accept(&message),
-                            Poll::Ready(Err(error)) => tracing::warn!(group = %config.group_id, %error, "consume error"),
-                            Poll::Pending => break,
+                            Poll::Ready(Some(Ok(message))) => dispatcher.accept(&message),
+                            Poll::Ready(Some(Err(error))) => tracing::warn!(group = %config.group_id, %error, "consume error"),
+                            Poll::Ready(None) | Poll::Pending => break,
                         }
                     }
                 }
@@ -313,6 +317,7 @@ impl Consumer {
                 }
             }
         }
+        drop(messages);
         commit(&consumer, &progress, CommitMode::Async);
         // Once more with everything committable so far, then a moment of polling so
         // librdkafka sends it and serves its result (a synchronous commit from inside the

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Inbox, InboxFuture, window_ms};
+use super::{ImmediateInbox, Inbox, InboxFuture, window_ms};
 
 /// At most `capacity` entries, each kept for `window`; the oldest go first.
 #[derive(Debug)]
@@ -99,16 +99,15 @@ impl Default for MemoryInbox {
     }
 }
 
-impl Inbox for MemoryInbox {
-    fn contains<'a>(&'a self, group: &'a str, event_id: Uuid) -> InboxFuture<'a, bool> {
-        let found = self.with_state(|s| s.get(group, event_id).is_some());
-        Box::pin(async move { Ok(found) })
+impl ImmediateInbox for MemoryInbox {
+    fn contains_now(&self, group: &str, event_id: Uuid) -> bool {
+        self.with_state(|s| s.get(group, event_id).is_some())
     }
 
-    fn record<'a>(&'a self, group: &'a str, event_id: Uuid, now_ms: i64) -> InboxFuture<'a, bool> {
+    fn record_now(&self, group: &str, event_id: Uuid, now_ms: i64) -> bool {
         let capacity = self.capacity;
         let cutoff = now_ms.saturating_sub(window_ms(self.window));
-        let fresh = self.with_state(|s| {
+        self.with_state(|s| {
             let group = s.group_or_insert(group);
             match s.recorded.entry((group, event_id)) {
                 std::collections::hash_map::Entry::Occupied(_) => return false,
@@ -117,7 +116,18 @@ impl Inbox for MemoryInbox {
             s.order.push_back((group, event_id, now_ms));
             s.evict(capacity, cutoff);
             true
-        });
+        })
+    }
+}
+
+impl Inbox for MemoryInbox {
+    fn contains<'a>(&'a self, group: &'a str, event_id: Uuid) -> InboxFuture<'a, bool> {
+        let found = self.contains_now(group, event_id);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn record<'a>(&'a self, group: &'a str, event_id: Uuid, now_ms: i64) -> InboxFuture<'a, bool> {
+        let fresh = self.record_now(group, event_id, now_ms);
         Box::pin(async move { Ok(fresh) })
     }
 
@@ -129,6 +139,10 @@ impl Inbox for MemoryInbox {
 
     fn window(&self) -> Duration {
         self.window
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateInbox> {
+        Some(self)
     }
 }
 

@@ -64,6 +64,23 @@ pub trait Inbox: Send + Sync + std::fmt::Debug {
 
     /// How long an entry is kept.
     fn window(&self) -> Duration;
+
+    /// The same inbox answering without waiting, if it can (one in memory can, one in a
+    /// database cannot): the consumer then checks and records on its dispatch loop, with
+    /// no future per event.
+    fn immediate(&self) -> Option<&dyn ImmediateInbox> {
+        None
+    }
+}
+
+/// An inbox whose answers never wait (see [`Inbox::immediate`]); same meaning as the
+/// [`Inbox`] methods of the same names.
+pub trait ImmediateInbox {
+    /// Whether `event_id` is recorded for `group`.
+    fn contains_now(&self, group: &str, event_id: Uuid) -> bool;
+
+    /// Records `event_id` for `group`; `false` if it already was.
+    fn record_now(&self, group: &str, event_id: Uuid, now_ms: i64) -> bool;
 }
 
 /// The default dedup window of the durable inboxes: 7 days (Kafka's default retention).
