@@ -10,8 +10,8 @@
 //!
 //! Rounds are interleaved so drift hits every variant alike. Run with
 //! `cargo bench -p herald --bench runtime` (`HERALD_BENCH_EVENTS`, default 1,000,000;
-//! `HERALD_BENCH_ROUNDS`, default 3; `HERALD_BENCH_CONSUME_ONLY` skips the publish rows). Prints one line per measurement and a summary of
-//! medians, ratios and per-event overhead. `HERALD_BENCH_PROFILE=raw|herald|machinery`
+//! `HERALD_BENCH_ROUNDS`, default 3; `HERALD_BENCH_ONLY=publish|consume` runs one half). Prints one line per measurement and a summary of
+//! medians, ratios and per-event overhead. `HERALD_BENCH_PROFILE=raw|raw-routed|herald|machinery|publish-raw|publish-herald`
 //! fills the topic and runs one consume variant alone, for `perf record`.
 
 use std::sync::Arc;
@@ -193,7 +193,8 @@ fn overhead_us(rate: f64, baseline: f64) -> f64 {
 
 fn main() {
     let count: u64 = std::env::var("HERALD_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let consume_only = std::env::var_os("HERALD_BENCH_CONSUME_ONLY").is_some();
+    let only_setting = std::env::var("HERALD_BENCH_ONLY").ok();
+    let only = only_setting.as_deref();
     let rounds: usize = std::env::var("HERALD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     // The broker gets its own runtime (its own threads), as a separate process would; the
     // clients share the other, and every variant runs as a task spawned on it, so none has
@@ -232,33 +233,58 @@ fn main() {
                 "raw" => consume_raw(&b, "profile", count, false).await,
                 "raw-routed" => consume_raw(&b, "profile", count, true).await,
                 "machinery" => consume_herald(&b, "profile", count, true).await,
+                "publish-raw" => publish_raw(&b, "order.placed.raw", count).await,
+                "publish-herald" => publish_herald(&b, count).await,
                 _ => consume_herald(&b, "profile", count, false).await,
             };
             println!("consume {only}: {rate:.0}/s");
             return;
         }
         for round in 0..rounds {
-            let (r, h) = if consume_only {
+            // Odd rounds run the variants in reverse order, so none always goes first.
+            let reverse = round % 2 == 1;
+            let (r, h) = if only == Some("consume") {
                 (f64::NAN, f64::NAN)
+            } else if reverse {
+                let h = publish_herald(&b, count).await;
+                (publish_raw(&b, "order.placed.raw", count).await, h)
             } else {
                 let r = publish_raw(&b, "order.placed.raw", count).await;
-                let h = publish_herald(&b, count).await;
-                println!("round {round} publish: raw {r:.0}/s, herald {h:.0}/s");
-                (r, h)
+                (r, publish_herald(&b, count).await)
             };
-            let rc = consume_raw(&b, &format!("raw-{round}"), count, false).await;
-            let rr = consume_raw(&b, &format!("routed-{round}"), count, true).await;
-            let hc = consume_herald(&b, &format!("herald-{round}"), count, false).await;
-            let fc = consume_herald(&b, &format!("full-{round}"), count, true).await;
-            println!(
-                "round {round} consume: raw {rc:.0}/s, raw routed by header {rr:.0}/s, herald no-op {hc:.0}/s, herald with machinery {fc:.0}/s"
-            );
+            if only != Some("consume") {
+                println!("round {round} publish: raw {r:.0}/s, herald {h:.0}/s");
+            }
+            if only != Some("publish") {
+                let mut rates = [0.0; 4];
+                let mut order = [0, 1, 2, 3];
+                if reverse {
+                    order.reverse();
+                }
+                for variant in order {
+                    let group = format!("{variant}-{round}");
+                    rates[variant] = match variant {
+                        0 => consume_raw(&b, &group, count, false).await,
+                        1 => consume_raw(&b, &group, count, true).await,
+                        2 => consume_herald(&b, &group, count, false).await,
+                        _ => consume_herald(&b, &group, count, true).await,
+                    };
+                }
+                let [rc, rr, hc, fc] = rates;
+                println!(
+                    "round {round} consume: raw {rc:.0}/s, raw routed by header {rr:.0}/s, herald no-op {hc:.0}/s, herald with machinery {fc:.0}/s"
+                );
+                raw_con.push(rc);
+                routed_con.push(rr);
+                herald_con.push(hc);
+                full_con.push(fc);
+            } else {
+                for v in [&mut raw_con, &mut routed_con, &mut herald_con, &mut full_con] {
+                    v.push(f64::NAN);
+                }
+            }
             raw_pub.push(r);
             herald_pub.push(h);
-            raw_con.push(rc);
-            routed_con.push(rr);
-            herald_con.push(hc);
-            full_con.push(fc);
         }
         // Ratios are taken within each round (same minute, same machine state), then the
         // median over rounds; rates are medians of their own.
