@@ -30,15 +30,19 @@ use crate::inbox::{Inbox, now_ms};
 /// A partition: its topic (interned, so lookups do not allocate) and number.
 pub(crate) type Slot = (Arc<str>, i32);
 
+/// One partition's commit progress: updated by the run loop per message (its own lock,
+/// so no map lookup on that path), read by the commit tick and the rebalance callback.
+pub(crate) type Progress = Arc<Mutex<PartitionProgress>>;
+
 /// Progress per partition, shared with the rebalance callback so a revoke can commit
 /// what is finished before the partition goes.
-pub(crate) type SharedProgress = Arc<Mutex<FastMap<Slot, PartitionProgress>>>;
+pub(crate) type SharedProgress = Arc<Mutex<FastMap<Slot, Progress>>>;
 
 /// Hash maps on the per-message path use foldhash: SipHash showed up in profiles.
 pub(crate) type FastMap<K, V> = HashMap<K, V, RandomState>;
 
-pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, FastMap<Slot, PartitionProgress>> {
-    progress.lock().unwrap_or_else(PoisonError::into_inner)
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the handler tasks share.
@@ -73,18 +77,25 @@ impl Route {
 
 /// A message finished on its own task.
 pub(crate) struct Done {
-    slot: Slot,
+    partition: PartitionId,
     record: Arc<Record>,
     epoch: u64,
     dead_lettered: bool,
 }
 
+/// A partition as the run loop numbers it: its topic's index among the topics seen, and
+/// the partition number (cheap to hash, unlike the topic name).
+type PartitionId = (u32, i32);
+
 /// The run loop's state.
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     progress: SharedProgress,
-    partitions: FastMap<Slot, PartitionState>,
-    topics: FastMap<String, Arc<str>>,
+    partitions: FastMap<PartitionId, PartitionState>,
+    /// Topic names seen, with their index; and the last one, compared before hashing
+    /// (messages mostly come in runs of one topic).
+    topics: FastMap<Arc<str>, u32>,
+    last_topic: Option<(Arc<str>, u32)>,
     epoch: u64,
     /// Messages received and not finished.
     pub(crate) buffered: usize,
@@ -99,6 +110,7 @@ impl Dispatcher {
             progress,
             partitions: FastMap::default(),
             topics: FastMap::default(),
+            last_topic: None,
             epoch: 0,
             buffered: 0,
             done,
@@ -111,50 +123,80 @@ impl Dispatcher {
         self.buffered < self.shared.config.buffered_max
     }
 
-    /// Copies a received message, queues it and starts whatever may run.
-    pub(crate) fn accept(&mut self, message: &impl Message) {
-        let name = message.topic();
-        let topic = match self.topics.get(name) {
-            Some(topic) => Arc::clone(topic),
+    /// The interned name and index of topic `name`.
+    fn topic(&mut self, name: &str) -> (Arc<str>, u32) {
+        if let Some((topic, index)) = &self.last_topic
+            && **topic == *name
+        {
+            return (Arc::clone(topic), *index);
+        }
+        let (topic, index) = match self.topics.get_key_value(name) {
+            Some((topic, index)) => (Arc::clone(topic), *index),
             None => {
-                let topic: Arc<str> = Arc::from(name);
-                self.topics.insert(name.to_string(), Arc::clone(&topic));
-                topic
+                let (topic, index): (Arc<str>, u32) = (Arc::from(name), self.topics.len() as u32);
+                self.topics.insert(Arc::clone(&topic), index);
+                (topic, index)
             }
         };
+        self.last_topic = Some((Arc::clone(&topic), index));
+        (topic, index)
+    }
+
+    /// Copies a received message and runs or queues it.
+    pub(crate) fn accept(&mut self, message: &impl Message) {
+        let (topic, topic_index) = self.topic(message.topic());
+        let id: PartitionId = (topic_index, message.partition());
         let record = Arc::new(Record::copy(message, Arc::clone(&topic)));
-        let slot: Slot = (topic, message.partition());
-        let offset = message.offset();
-        lock(&self.progress).entry(slot.clone()).or_default().received(offset);
-        let state = match self.partitions.get_mut(&slot) {
+        let offset = record.offset();
+        let state = match self.partitions.get_mut(&id) {
             Some(state) => state,
             None => {
                 self.epoch += 1;
-                let state = PartitionState::new(self.epoch, self.shared.config.in_flight_per_partition);
-                self.partitions.entry(slot.clone()).or_insert(state)
+                let slot: Slot = (topic, id.1);
+                let progress = Progress::default();
+                lock(&self.progress).insert(slot, Arc::clone(&progress));
+                let state = PartitionState::new(self.epoch, progress, self.shared.config.in_flight_per_partition);
+                self.partitions.entry(id).or_insert(state)
             }
         };
         let key = record.key().map(key_hash);
+        if state.scheduler.is_idle() && state.parked.is_empty() {
+            // Nothing of this partition queued or running, no parked keys: the message may
+            // start now, and usually finishes inline, which then costs one progress update
+            // and no scheduler work.
+            match first_attempt(&record, &self.shared) {
+                First::Finished => lock(&state.progress).passed(offset),
+                first => {
+                    lock(&state.progress).received(offset);
+                    state.scheduler.start_now(key);
+                    self.buffered += 1;
+                    self.buffered -= state.launch(id, record, first, &self.shared, &self.done);
+                }
+            }
+            return;
+        }
+        lock(&state.progress).received(offset);
         state.scheduler.push(offset, key, record);
         self.buffered += 1;
-        self.buffered -= state.start_ready(&slot, &self.shared, &self.done, &self.progress);
+        self.buffered -= state.start_ready(id, &self.shared, &self.done);
     }
 
     /// Records a message finished on its own task and starts whatever may run now.
     pub(crate) fn finish(&mut self, done: Done) {
         self.buffered = self.buffered.saturating_sub(1);
-        let Some(state) = self.partitions.get_mut(&done.slot).filter(|s| s.epoch == done.epoch) else {
+        let Some(state) = self.partitions.get_mut(&done.partition).filter(|s| s.epoch == done.epoch) else {
             return; // from an earlier assignment of this partition
         };
-        state.finished(&done.slot, &done.record, done.dead_lettered, &self.shared.config, &self.progress);
-        self.buffered -= state.start_ready(&done.slot, &self.shared, &self.done, &self.progress);
+        state.finished(&done.record, done.dead_lettered, &self.shared.config);
+        self.buffered -= state.start_ready(done.partition, &self.shared, &self.done);
     }
 
     /// Forgets revoked partitions: queued messages are dropped (the next owner gets them),
     /// running ones still report and are ignored.
     pub(crate) fn revoke(&mut self, slots: Vec<Slot>) {
-        for slot in slots {
-            if let Some(state) = self.partitions.remove(&slot) {
+        for (topic, partition) in slots {
+            let Some(&index) = self.topics.get(&topic) else { continue };
+            if let Some(state) = self.partitions.remove(&(index, partition)) {
                 self.buffered = self.buffered.saturating_sub(state.scheduler.queued());
             }
         }
@@ -168,82 +210,82 @@ fn key_hash(key: &[u8]) -> u64 {
     FixedState::with_seed(0).hash_one(key)
 }
 
-/// One assigned partition's queue and parked keys.
+/// One assigned partition's queue, parked keys and commit progress.
 struct PartitionState {
     epoch: u64,
+    progress: Progress,
     scheduler: KeyedScheduler<Arc<Record>, u64>,
     parked: HashSet<Vec<u8>>,
 }
 
 impl PartitionState {
-    fn new(epoch: u64, in_flight: usize) -> Self {
-        Self { epoch, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
+    fn new(epoch: u64, progress: Progress, in_flight: usize) -> Self {
+        Self { epoch, progress, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
     }
 
-    /// Starts every message that may run now. Each message's first attempt runs right
-    /// here, up to its first wait: one that finishes without waiting costs no task, no
-    /// channel round trip and no boxed future of the runtime's own; one that waits (or
-    /// fails, or needs the dead-letter topic or a database inbox) moves to its own task
-    /// and reports through `done`. Returns how many finished inline.
-    fn start_ready(
-        &mut self,
-        slot: &Slot,
-        shared: &Arc<Shared>,
-        done: &mpsc::UnboundedSender<Done>,
-        progress: &SharedProgress,
-    ) -> usize {
+    /// Starts every queued message that may run now (see `launch`). Returns how many
+    /// finished inline.
+    fn start_ready(&mut self, id: PartitionId, shared: &Arc<Shared>, done: &mpsc::UnboundedSender<Done>) -> usize {
         let mut finished_inline = 0;
         while let Some(queued) = self.scheduler.start_next() {
             let record = queued.item;
             let parked = !self.parked.is_empty() && record.key().is_some_and(|k| self.parked.contains(k));
-            let first = if parked { First::NotStarted } else { first_attempt(&record, shared) };
-            let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> = match first {
-                First::Finished => {
-                    self.finished(slot, &record, false, &shared.config, progress);
-                    finished_inline += 1;
-                    continue;
-                }
-                First::NotStarted => {
-                    let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
-                    let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> =
-                        Box::pin(async move { handle(task_record, parked, &task_shared, None).await });
-                    // A no-op waker is enough for this first poll: if the future is pending,
-                    // the task below polls it again at once and registers its own waker.
-                    let mut cx = std::task::Context::from_waker(Waker::noop());
-                    if let Poll::Ready(dead_lettered) = handling.as_mut().poll(&mut cx) {
-                        self.finished(slot, &record, dead_lettered, &shared.config, progress);
-                        finished_inline += 1;
-                        continue;
-                    }
-                    handling
-                }
-                First::Started(started) => {
-                    let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
-                    Box::pin(async move { handle(task_record, false, &task_shared, Some(started)).await })
-                }
-            };
-            let (done, slot, epoch) = (done.clone(), slot.clone(), self.epoch);
-            tokio::spawn(async move {
-                let dead_lettered = handling.as_mut().await;
-                let _ = done.send(Done { slot, record, epoch, dead_lettered });
-            });
+            let first = if parked { First::Parked } else { first_attempt(&record, shared) };
+            finished_inline += self.launch(id, record, first, shared, done);
         }
         finished_inline
     }
 
+    /// Carries on with a started message whose first attempt got as far as `first`. Each
+    /// message's first attempt runs right here, up to its first wait: one that finishes
+    /// without waiting costs no task, no channel round trip and no boxed future of the
+    /// runtime's own; one that waits (or fails, or needs the dead-letter topic or a
+    /// database inbox) moves to its own task and reports through `done`. Returns 1 if it
+    /// finished inline, else 0.
+    fn launch(
+        &mut self,
+        id: PartitionId,
+        record: Arc<Record>,
+        first: First,
+        shared: &Arc<Shared>,
+        done: &mpsc::UnboundedSender<Done>,
+    ) -> usize {
+        let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> = match first {
+            First::Finished => {
+                self.finished(&record, false, &shared.config);
+                return 1;
+            }
+            First::NotStarted | First::Parked => {
+                let parked = matches!(first, First::Parked);
+                let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
+                let mut handling: Pin<Box<dyn Future<Output = bool> + Send>> =
+                    Box::pin(async move { handle(task_record, parked, &task_shared, None).await });
+                // A no-op waker is enough for this first poll: if the future is pending, the
+                // task below polls it again at once and registers its own waker.
+                let mut cx = std::task::Context::from_waker(Waker::noop());
+                if let Poll::Ready(dead_lettered) = handling.as_mut().poll(&mut cx) {
+                    self.finished(&record, dead_lettered, &shared.config);
+                    return 1;
+                }
+                handling
+            }
+            First::Started(started) => {
+                let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
+                Box::pin(async move { handle(task_record, false, &task_shared, Some(started)).await })
+            }
+        };
+        let (done, epoch) = (done.clone(), self.epoch);
+        tokio::spawn(async move {
+            let dead_lettered = handling.as_mut().await;
+            let _ = done.send(Done { partition: id, record, epoch, dead_lettered });
+        });
+        0
+    }
+
     /// Records a finished message: its offset may now be committed past, its key may run
     /// again (or is parked after a dead letter).
-    fn finished(
-        &mut self,
-        slot: &Slot,
-        record: &Record,
-        dead_lettered: bool,
-        config: &ConsumerConfig,
-        progress: &SharedProgress,
-    ) {
-        if let Some(p) = lock(progress).get_mut(slot) {
-            p.finished(record.offset());
-        }
+    fn finished(&mut self, record: &Record, dead_lettered: bool, config: &ConsumerConfig) {
+        lock(&self.progress).finished(record.offset());
         let key = record.key();
         self.scheduler.finished(key.map(key_hash).as_ref());
         if dead_lettered
@@ -265,6 +307,8 @@ enum Outcome {
 enum First {
     /// Not begun: the runtime's full path (`handle`) does everything.
     NotStarted,
+    /// Not begun, and its key is parked: `handle` dead-letters it.
+    Parked,
     /// Handled or skipped as a duplicate; nothing left to do.
     Finished,
     /// Begun and not finished: `handle` takes it from here.

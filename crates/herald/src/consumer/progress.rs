@@ -33,8 +33,11 @@ impl PartitionProgress {
         match self.window.back() {
             Some((last, _)) if *last >= offset => {
                 let at = self.window.partition_point(|(o, _)| *o < offset);
-                if self.window.get(at).is_some_and(|(o, _)| *o == offset) {
-                    self.window[at].1 = false;
+                if let Some(entry) = self.window.get_mut(at).filter(|(o, _)| *o == offset) {
+                    // Received again: unfinished again (counted once, finished or not).
+                    if std::mem::replace(&mut entry.1, false) {
+                        self.unfinished += 1;
+                    }
                 } else {
                     self.window.insert(at, (offset, false));
                     self.unfinished += 1;
@@ -46,6 +49,17 @@ impl PartitionProgress {
             }
         }
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// A message at `offset` was received and finished at once: `received` then
+    /// `finished`, without touching the window when nothing else is in flight.
+    pub fn passed(&mut self, offset: i64) {
+        if self.window.is_empty() && self.next.is_none_or(|n| offset >= n) {
+            self.next = Some(offset + 1);
+        } else {
+            self.received(offset);
+            self.finished(offset);
+        }
     }
 
     /// The message at `offset` is finished (handled, skipped, or acknowledged by the DLQ).
@@ -134,6 +148,27 @@ mod tests {
     }
 
     proptest! {
+        /// `passed` is `received` then `finished`, whatever else is in flight.
+        #[test]
+        fn passed_is_received_then_finished(steps in prop::collection::vec((0i64..30, any::<bool>(), any::<bool>()), 1..60)) {
+            let (mut fast, mut slow) = (PartitionProgress::new(), PartitionProgress::new());
+            for (offset, pass, finish_instead) in steps {
+                if pass {
+                    fast.passed(offset);
+                    slow.received(offset);
+                    slow.finished(offset);
+                } else if finish_instead {
+                    fast.finished(offset);
+                    slow.finished(offset);
+                } else {
+                    fast.received(offset);
+                    slow.received(offset);
+                }
+                prop_assert_eq!(fast.in_flight(), slow.in_flight());
+                prop_assert_eq!(fast.committable(), slow.committable());
+            }
+        }
+
         /// Against a model: whatever order messages finish in, a committed offset never
         /// passes an unfinished message and never goes backwards.
         #[test]

@@ -160,7 +160,7 @@ impl ConsumerContext for Rebalancer {
             let mut progress = lock(&self.progress);
             for element in partitions.elements() {
                 let slot: Slot = (Arc::from(element.topic()), element.partition());
-                if let Some(offset) = progress.remove(&slot).and_then(|mut p| p.committable()) {
+                if let Some(offset) = progress.remove(&slot).and_then(|p| lock(&p).committable()) {
                     let _ = list.add_partition_offset(&slot.0, slot.1, Offset::Offset(offset));
                 }
                 slots.push(slot);
@@ -325,7 +325,7 @@ impl Consumer {
         // handled nor committed: they are redelivered.
         let mut list = TopicPartitionList::new();
         for ((topic, partition), p) in lock(&progress).iter() {
-            if let Some(offset) = p.last_committable() {
+            if let Some(offset) = lock(p).last_committable() {
                 let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
             }
         }
@@ -375,8 +375,8 @@ impl Drop for Pruner {
 /// Commits each partition's finished prefix, if it moved.
 fn commit(consumer: &StreamConsumer<Rebalancer>, progress: &SharedProgress, mode: CommitMode) {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), p) in lock(progress).iter_mut() {
-        if let Some(offset) = p.committable() {
+    for ((topic, partition), p) in lock(progress).iter() {
+        if let Some(offset) = lock(p).committable() {
             let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
         }
     }

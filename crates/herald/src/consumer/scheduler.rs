@@ -45,6 +45,21 @@ impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
         self.queue.len()
     }
 
+    /// Whether nothing is queued or running: a message pushed now would start at once.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.running == 0
+    }
+
+    /// Starts a message without queueing it, for a caller that saw [`is_idle`](Self::is_idle)
+    /// (so nothing can be ahead of it); same as `push` then `start_next`.
+    pub fn start_now(&mut self, key: Option<K>) {
+        debug_assert!(self.is_idle());
+        if let Some(k) = key {
+            self.running_keys.insert(k);
+        }
+        self.running += 1;
+    }
+
     /// Messages started and not finished.
     pub fn running(&self) -> usize {
         self.running
