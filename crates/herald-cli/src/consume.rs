@@ -6,8 +6,9 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use herald::consumer::raw_headers;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::json;
 
@@ -113,8 +114,10 @@ fn text(bytes: Option<&[u8]>) -> Option<String> {
 }
 
 fn print(out: &mut impl std::io::Write, message: &BorrowedMessage<'_>, format: Format) -> std::io::Result<()> {
+    // Header names are bytes on the wire; rdkafka's accessors panic on names that are not
+    // UTF-8, so they are read through herald's byte-level reader and shown lossily.
     let headers: Vec<(String, Option<String>)> =
-        message.headers().map(|h| h.iter().map(|h| (h.key.to_string(), text(h.value))).collect()).unwrap_or_default();
+        raw_headers(message).map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), text(value))).collect();
     let value = text(message.payload());
     match format {
         Format::Raw => writeln!(out, "{}", value.unwrap_or_default()),

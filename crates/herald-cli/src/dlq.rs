@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use herald::consumer::raw_headers;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::json;
@@ -78,7 +79,10 @@ fn dlq_topic(topic: &str) -> String {
 }
 
 fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
-    message.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+    raw_headers(message)
+        .find(|(n, _)| *n == name.as_bytes())
+        .and_then(|(_, v)| v)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Reads every record of `topic` present now, from each partition's start (the beginning,
@@ -287,9 +291,11 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let mut headers = OwnedHeaders::new();
-        for h in m.headers().map(|h| h.iter().collect::<Vec<_>>()).unwrap_or_default() {
-            if !h.key.starts_with("dlq-") && h.key != REDRIVE_COUNT {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+        // Names that are not UTF-8 go out with U+FFFD (rdkafka takes `&str`), values intact.
+        for (name, value) in raw_headers(m) {
+            let name = String::from_utf8_lossy(name);
+            if !name.starts_with("dlq-") && name != REDRIVE_COUNT {
+                headers = headers.insert(Header { key: &name, value });
             }
         }
         let count = (redrives + 1).to_string();

@@ -48,8 +48,10 @@ pub(crate) async fn dead_letter(
     let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
     let failed_at = rfc3339_now();
     let mut headers = OwnedHeaders::new();
+    // rdkafka takes names as `&str`: one that is not UTF-8 goes out with U+FFFD in place of
+    // the bad bytes (its value intact) rather than not at all.
     for (key, value) in message.headers().filter(|(name, _)| !name.starts_with("dlq-")) {
-        headers = headers.insert(Header { key, value });
+        headers = headers.insert(Header { key: &key, value });
     }
     let values = [
         message.topic(),

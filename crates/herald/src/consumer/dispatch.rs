@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -143,7 +144,7 @@ impl Dispatcher {
     }
 
     /// Copies a received message and runs or queues it.
-    pub(crate) fn accept(&mut self, message: &impl Message) {
+    pub(crate) fn accept(&mut self, message: &BorrowedMessage<'_>) {
         let (topic, topic_index) = self.topic(message.topic());
         let id: PartitionId = (topic_index, message.partition());
         let record = Arc::new(Record::copy(message, Arc::clone(&topic)));

@@ -7,6 +7,7 @@
 mod context;
 mod dead_letter;
 mod dispatch;
+mod headers;
 pub mod progress;
 mod record;
 pub mod retry;
@@ -15,6 +16,7 @@ pub mod scheduler;
 
 pub use context::Context;
 pub use dead_letter::DLQ_HEADERS;
+pub use headers::raw_headers;
 pub use progress::PartitionProgress;
 pub use record::Record;
 pub use retry::{HandlerError, RetryDecision, RetryPolicy};

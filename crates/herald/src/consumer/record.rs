@@ -2,11 +2,14 @@
 //! key and headers in one buffer), instead of rdkafka's `detach`, which allocates per
 //! header and per field. The consumer copies every message, so this is on the hot path.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use rdkafka::Message;
-use rdkafka::message::Headers;
+use rdkafka::message::BorrowedMessage;
+
+use super::headers::raw_headers;
 
 /// One consumed message, immutable, shared by the scheduler, the handler's context and
 /// (on failure) the dead-letter writer.
@@ -23,17 +26,26 @@ pub struct Record {
     headers: Range<usize>,
 }
 
+/// A header as [`Record::raw_headers`] yields it: name and value (`None` for null).
+type RawHeader<'a> = (&'a [u8], Option<&'a [u8]>);
+
 impl Record {
     /// Copies `message` (of `topic`, already interned by the caller).
-    pub(crate) fn copy(message: &impl Message, topic: Arc<str>) -> Self {
-        let payload = message.payload();
-        let key = message.key();
-        let headers = message.headers();
-        // One pass over the headers (each read through rdkafka checks the name's UTF-8),
-        // into room for the usual few; the Vec grows if they are more.
-        let mut bytes = Vec::with_capacity(
-            payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + headers.as_ref().map_or(0, |_| 256),
-        );
+    pub(crate) fn copy(message: &BorrowedMessage<'_>, topic: Arc<str>) -> Self {
+        let at = (message.partition(), message.offset());
+        Self::from_parts(topic, at, message.payload(), message.key(), raw_headers(message))
+    }
+
+    /// A record of `topic` at (partition, offset) from its parts.
+    pub(crate) fn from_parts<'a>(
+        topic: Arc<str>,
+        (partition, offset): (i32, i64),
+        payload: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: impl Iterator<Item = RawHeader<'a>>,
+    ) -> Self {
+        // Room for the usual few headers; the Vec grows if they are more.
+        let mut bytes = Vec::with_capacity(payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 256);
         let payload_range = payload.map(|p| {
             bytes.extend_from_slice(p);
             0..bytes.len()
@@ -44,33 +56,23 @@ impl Record {
             start..bytes.len()
         });
         let headers_start = bytes.len();
-        if let Some(headers) = headers {
-            for h in headers.iter() {
-                // Names longer than u16::MAX are not valid Kafka header keys in practice;
-                // such a header is cut, never a panic.
-                let name = &h.key.as_bytes()[..h.key.len().min(usize::from(u16::MAX))];
-                bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                bytes.extend_from_slice(name);
-                match h.value {
-                    Some(value) => {
-                        let value = &value[..value.len().min(i32::MAX as usize)];
-                        bytes.extend_from_slice(&(value.len() as i32).to_le_bytes());
-                        bytes.extend_from_slice(value);
-                    }
-                    None => bytes.extend_from_slice(&(-1i32).to_le_bytes()),
+        for (name, value) in headers {
+            // Names longer than u16::MAX are not valid Kafka header keys in practice; such a
+            // header is cut, never a panic.
+            let name = &name[..name.len().min(usize::from(u16::MAX))];
+            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(name);
+            match value {
+                Some(value) => {
+                    let value = &value[..value.len().min(i32::MAX as usize)];
+                    bytes.extend_from_slice(&(value.len() as i32).to_le_bytes());
+                    bytes.extend_from_slice(value);
                 }
+                None => bytes.extend_from_slice(&(-1i32).to_le_bytes()),
             }
         }
         let headers_range = headers_start..bytes.len();
-        Self {
-            topic,
-            partition: message.partition(),
-            offset: message.offset(),
-            bytes,
-            payload: payload_range,
-            key: key_range,
-            headers: headers_range,
-        }
+        Self { topic, partition, offset, bytes, payload: payload_range, key: key_range, headers: headers_range }
     }
 
     /// The topic.
@@ -103,11 +105,10 @@ impl Record {
         self.key.clone().map(|k| &self.bytes[k])
     }
 
-    /// The headers in order: name and value (`None` for a null value).
-    pub fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        // Names came from `&str`, so they are UTF-8; a name cut at u16::MAX bytes could end
-        // mid-character and then reads as empty rather than panicking.
-        self.raw_headers().map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
+    /// The headers in order: name (read as UTF-8, invalid bytes replaced by U+FFFD) and
+    /// value (`None` for a null value).
+    pub fn headers(&self) -> impl Iterator<Item = (Cow<'_, str>, Option<&[u8]>)> {
+        self.raw_headers().map(|(name, value)| (String::from_utf8_lossy(name), value))
     }
 
     /// The first header called `name`, as UTF-8.
@@ -118,8 +119,8 @@ impl Record {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// The headers with names as bytes (no UTF-8 check: the lookup above runs per message).
-    fn raw_headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    /// The headers in order as they arrived: names and values as bytes.
+    pub fn raw_headers(&self) -> impl Iterator<Item = RawHeader<'_>> {
         let mut rest = &self.bytes[self.headers.clone()];
         std::iter::from_fn(move || {
             let (len, tail) = rest.split_first_chunk::<2>()?;
@@ -140,45 +141,28 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::Timestamp;
-    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-
     use super::*;
 
     #[test]
     fn a_copy_keeps_payload_key_and_every_header_in_order() {
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "event-type", value: Some("user.created") })
-            .insert(Header { key: "empty", value: Some("") })
-            .insert(Header { key: "null", value: None::<&[u8]> })
-            .insert(Header { key: "event-type", value: Some("shadowed") });
-        let message = OwnedMessage::new(
-            Some(b"{}".to_vec()),
-            Some(b"user-1".to_vec()),
-            "user.created".into(),
-            Timestamp::NotAvailable,
-            2,
-            41,
-            Some(headers),
-        );
-        let record = Record::copy(&message, Arc::from("user.created"));
+        let headers: [RawHeader<'_>; 5] = [
+            (b"event-type", Some(b"user.created")),
+            (b"empty", Some(b"")),
+            (b"null", None),
+            (b"\xff\xfename", Some(b"odd")),
+            (b"event-type", Some(b"shadowed")),
+        ];
+        let record =
+            Record::from_parts(Arc::from("user.created"), (2, 41), Some(b"{}"), Some(b"user-1"), headers.into_iter());
         assert_eq!((record.topic(), record.partition(), record.offset()), ("user.created", 2, 41));
         assert_eq!(record.payload_or_null(), Some(&b"{}"[..]));
         assert_eq!(record.key(), Some(&b"user-1"[..]));
-        let all: Vec<_> = record.headers().collect();
-        assert_eq!(
-            all,
-            vec![
-                ("event-type", Some(&b"user.created"[..])),
-                ("empty", Some(&b""[..])),
-                ("null", None),
-                ("event-type", Some(&b"shadowed"[..]))
-            ]
-        );
+        assert_eq!(record.raw_headers().collect::<Vec<_>>(), headers.to_vec(), "bytes as they arrived");
+        let names: Vec<_> = record.headers().map(|(name, _)| name.into_owned()).collect();
+        assert_eq!(names, ["event-type", "empty", "null", "\u{fffd}\u{fffd}name", "event-type"]);
         assert_eq!(record.header("event-type"), Some("user.created"), "the first one wins");
 
-        let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
-        let record = Record::copy(&bare, Arc::from("t"));
+        let record = Record::from_parts(Arc::from("t"), (0, 0), None, None, std::iter::empty());
         assert_eq!((record.payload_or_null(), record.key(), record.headers().count()), (None, None, 0));
         assert_eq!(record.payload(), b"");
     }
