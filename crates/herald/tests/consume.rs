@@ -181,6 +181,50 @@ async fn poison_messages_are_dead_lettered_and_transient_failures_retried() {
     assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "everything committed, dead letters included: {lag:?}");
 }
 
+/// A handler that panics, before or after its first wait, costs its own message (dead-
+/// lettered as `panicked`), not the consumer: the others are handled, everything is
+/// committed, and a graceful stop still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_dead_letters_its_message_and_the_consumer_carries_on() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    publish(&b, 40).await;
+    let handled: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let h = Arc::clone(&handled);
+    let consumer = Consumer::new(ConsumerConfig::new(&b, "panicky", &["user.created"])).on(
+        move |event: herald::Envelope<UserCreated>, _ctx| {
+            let handled = Arc::clone(&h);
+            async move {
+                let n = event.data.n;
+                if n == 7 {
+                    panic!("event {n} panics before waiting"); // on the run loop's inline poll
+                }
+                tokio::task::yield_now().await;
+                if n == 19 {
+                    panic!("event {n} panics after waiting"); // on its own task
+                }
+                handled.lock().expect("lock").insert(n);
+                Ok(())
+            }
+        },
+    );
+    let running = Running::start(consumer);
+    let expected: BTreeSet<u32> = (0..40).filter(|n| ![7, 19].contains(n)).collect();
+    let h = Arc::clone(&handled);
+    wait("every other event handled", move || *h.lock().expect("lock") == expected).await;
+    let mut dead = BTreeSet::new();
+    for (envelope, get) in read_dead_letters(&b, "user.created.dlq", 2) {
+        assert_eq!(get("dlq-error-class").as_deref(), Some("panicked"));
+        let n = envelope.data.n;
+        assert!(get("dlq-error-message").is_some_and(|m| m.contains(&format!("event {n} panics"))));
+        dead.insert(n);
+    }
+    assert_eq!(dead, BTreeSet::from([7, 19]));
+    running.stop().await;
+    let lag = broker.running().broker().group_lag("panicky");
+    assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "everything committed: {lag:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_key_sends_its_later_events_after_its_dead_letter() {
     let broker = TestBroker::start().await;

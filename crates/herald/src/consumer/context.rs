@@ -2,8 +2,10 @@
 //! erased so one consumer can route many event types.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use uuid::Uuid;
 
@@ -76,6 +78,43 @@ impl Context {
 
 /// A handler's result future.
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// Polls a handler's future, turning a panic into [`HandlerError::Panicked`]: one bad
+/// message must not unwind through the run loop (stopping the consumer) or kill its task
+/// (which would never report, holding its partition's commits and the shutdown).
+pub(crate) fn catch_poll(
+    future: &mut HandlerFuture,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<(), HandlerError>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
+        .unwrap_or_else(|panic| Poll::Ready(Err(HandlerError::Panicked(panic_message(panic.as_ref())))))
+}
+
+/// A handler's future whose panic becomes an error (see [`catch_poll`]).
+pub(crate) struct CatchPanic(pub(crate) HandlerFuture);
+
+impl Future for CatchPanic {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        catch_poll(&mut self.get_mut().0, cx)
+    }
+}
+
+/// Calls an erased handler (decode, then the typed handler up to its future), turning a
+/// panic into [`HandlerError::Panicked`].
+pub(crate) fn start(handler: &ErasedHandler, payload: &[u8], context: Context) -> Result<Ready, HandlerError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler(payload, context)))
+        .unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
 
 /// A decoded message, ready to run: its event id, the tracing span carrying its ids, and
 /// the handler's future, which does nothing until polled (so the runtime can consult the

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::context::{ErasedHandler, HandlerFuture, Ready};
+use super::context::{CatchPanic, ErasedHandler, HandlerFuture, Ready, catch_poll, start};
 use super::dead_letter::{Failure, dead_letter};
 use super::record::Record;
 use super::runtime::UnknownTypes;
@@ -346,7 +346,8 @@ fn first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
         },
         None => None,
     };
-    let Ready { event_id, span, mut future } = match (route.handler)(record.payload(), context(record, shared, 1)) {
+    let Ready { event_id, span, mut future } = match start(&route.handler, record.payload(), context(record, shared, 1))
+    {
         Ok(ready) => ready,
         Err(error) => return First::Started(Started::Failed(error)),
     };
@@ -358,7 +359,7 @@ fn first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
     let polled = {
         let _entered = span.enter();
         // As in `start_ready`: a pending handler is polled again by its task at once.
-        future.as_mut().poll(&mut std::task::Context::from_waker(Waker::noop()))
+        catch_poll(&mut future, &mut std::task::Context::from_waker(Waker::noop()))
     };
     match polled {
         Poll::Ready(Ok(())) => {
@@ -421,7 +422,7 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, mut first: O
         let result = match first.take() {
             Some(Started::Failed(error)) => Err(error),
             Some(Started::Waiting(running)) => finish_running(running, shared, &route.handler_seconds).await,
-            None => match (route.handler)(record.payload(), context(&record, shared, attempt)) {
+            None => match start(&route.handler, record.payload(), context(&record, shared, attempt)) {
                 Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
                 Err(error) => Err(error),
             },
@@ -480,7 +481,7 @@ async fn finish_running(
     handler_seconds: &metrics::Histogram,
 ) -> Result<Outcome, HandlerError> {
     let Running { future, span, event_id, started } = running;
-    let result = future.instrument(span).await;
+    let result = CatchPanic(future).instrument(span).await;
     handler_seconds.record(started.elapsed().as_secs_f64());
     result?;
     if let Some(inbox) = &shared.inbox {

@@ -15,6 +15,10 @@ pub enum HandlerError {
     /// The message could not be deserialized; never retried.
     #[error("undecodable: {0}")]
     Undecodable(String),
+    /// The handler panicked (set by the runtime, which catches the panic); never retried:
+    /// the message is dead-lettered and the consumer carries on.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 impl HandlerError {
@@ -24,6 +28,7 @@ impl HandlerError {
             HandlerError::Retryable(_) => "retryable",
             HandlerError::Permanent(_) => "permanent",
             HandlerError::Undecodable(_) => "undecodable",
+            HandlerError::Panicked(_) => "panicked",
         }
     }
 }

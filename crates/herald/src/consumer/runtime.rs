@@ -280,11 +280,9 @@ impl Consumer {
                 }
                 Some(slots) = revoked_rx.recv() => dispatcher.revoke(slots),
                 received = std::future::poll_fn(|cx| std::pin::Pin::new(&mut messages).poll_next(cx)), if !stopping && dispatcher.has_room() => {
-                    // A revoke runs inside a recv poll; apply it before accepting anything
+                    // A revoke runs inside a stream poll; apply it before accepting anything
                     // that poll returned, so no message lands in a revoked partition's queue.
-                    while let Ok(slots) = revoked_rx.try_recv() {
-                        dispatcher.revoke(slots);
-                    }
+                    apply_revokes(&mut dispatcher, &mut revoked_rx);
                     match received {
                         Some(Ok(message)) => dispatcher.accept(&message),
                         Some(Err(error)) => tracing::warn!(group = %config.group_id, %error, "consume error"),
@@ -297,9 +295,7 @@ impl Consumer {
                             break;
                         }
                         let polled = std::pin::Pin::new(&mut messages).poll_next(&mut cx);
-                        while let Ok(slots) = revoked_rx.try_recv() {
-                            dispatcher.revoke(slots);
-                        }
+                        apply_revokes(&mut dispatcher, &mut revoked_rx);
                         match polled {
                             Poll::Ready(Some(Ok(message))) => dispatcher.accept(&message),
                             Poll::Ready(Some(Err(error))) => tracing::warn!(group = %config.group_id, %error, "consume error"),
@@ -307,7 +303,13 @@ impl Consumer {
                         }
                     }
                 }
-                Some(done) = done_rx.recv() => dispatcher.finish(done),
+                Some(done) = done_rx.recv() => {
+                    // A revoke from a stream poll earlier in this round (one that returned
+                    // no message) must land first, or the finished message's partition,
+                    // no longer ours, would start its next queued message.
+                    apply_revokes(&mut dispatcher, &mut revoked_rx);
+                    dispatcher.finish(done);
+                }
                 _ = commit_tick.tick() => {
                     commit(&consumer, &progress, CommitMode::Async);
                     metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(dispatcher.buffered as f64);
@@ -345,6 +347,13 @@ impl Consumer {
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         tracing::debug!(group = %config.group_id, "left the group");
         Ok(())
+    }
+}
+
+/// Forgets the partitions the rebalance callback revoked since the last call.
+fn apply_revokes(dispatcher: &mut Dispatcher, revoked: &mut mpsc::UnboundedReceiver<Vec<Slot>>) {
+    while let Ok(slots) = revoked.try_recv() {
+        dispatcher.revoke(slots);
     }
 }
 

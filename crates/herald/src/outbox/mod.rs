@@ -39,7 +39,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::envelope::EnvelopeError;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::publisher::envelope_headers;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::{Envelope, Event};
 
 #[cfg(feature = "postgres")]
@@ -110,6 +112,7 @@ pub struct OutboxRecord {
 
 /// An event encoded for an outbox row: what the publisher would send, computed once in
 /// the writer's transaction.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug)]
 pub(crate) struct Encoded {
     pub(crate) event_id: Uuid,
@@ -121,6 +124,7 @@ pub(crate) struct Encoded {
     pub(crate) created_ms: i64,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Encoded {
     pub(crate) fn new<E: Event>(envelope: &Envelope<E>, topic: &str, max_bytes: usize) -> Result<Self, OutboxError> {
         let payload = envelope.to_json(max_bytes)?;
@@ -170,6 +174,7 @@ where
 }
 
 /// Reads a stored header list back.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_headers(id: i64, json: &str) -> Result<Vec<(String, String)>, OutboxError> {
     serde_json::from_str(json).map_err(|error| OutboxError::BadRow { id, problem: format!("headers: {error}") })
 }
