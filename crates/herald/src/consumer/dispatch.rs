@@ -147,17 +147,33 @@ impl Dispatcher {
     pub(crate) fn accept(&mut self, message: &BorrowedMessage<'_>) {
         let (topic, topic_index) = self.topic(message.topic());
         let id: PartitionId = (topic_index, message.partition());
-        let record = Arc::new(Record::copy(message, Arc::clone(&topic)));
+        let record = Arc::new(Record::copy(message, topic));
+        self.accept_record(id, record);
+    }
+
+    /// Runs or queues a copied message of partition `id`.
+    fn accept_record(&mut self, id: PartitionId, record: Arc<Record>) {
         let offset = record.offset();
         let state = match self.partitions.get_mut(&id) {
-            Some(state) => state,
-            None => {
+            Some(state) if !state.revoked => state,
+            lingering => {
+                // Assigned (again): fresh progress under a new epoch. A state revoked while
+                // some of its messages still ran lingers with their keys marked running, so
+                // the redelivered messages of those keys wait for them.
                 self.epoch += 1;
-                let slot: Slot = (topic, id.1);
                 let progress = Progress::default();
+                let slot: Slot = (Arc::from(record.topic()), id.1);
                 lock(&self.progress).insert(slot, Arc::clone(&progress));
-                let state = PartitionState::new(self.epoch, progress, self.shared.config.in_flight_per_partition);
-                self.partitions.entry(id).or_insert(state)
+                match lingering {
+                    Some(state) => {
+                        (state.epoch, state.progress, state.revoked) = (self.epoch, progress, false);
+                        state
+                    }
+                    None => {
+                        let in_flight = self.shared.config.in_flight_per_partition;
+                        self.partitions.entry(id).or_insert(PartitionState::new(self.epoch, progress, in_flight))
+                    }
+                }
             }
         };
         let key = record.key().map(key_hash);
@@ -185,20 +201,39 @@ impl Dispatcher {
     /// Records a message finished on its own task and starts whatever may run now.
     pub(crate) fn finish(&mut self, done: Done) {
         self.buffered = self.buffered.saturating_sub(1);
-        let Some(state) = self.partitions.get_mut(&done.partition).filter(|s| s.epoch == done.epoch) else {
-            return; // from an earlier assignment of this partition
+        let Some(state) = self.partitions.get_mut(&done.partition) else {
+            return; // cannot happen: a state lingers while its messages run
         };
-        state.finished(&done.record, done.dead_lettered, &self.shared.config);
-        self.buffered -= state.start_ready(done.partition, &self.shared, &self.done);
+        if state.epoch != done.epoch || state.revoked {
+            // From an assignment that is over: its offset is not ours to commit, but its
+            // key may run again.
+            state.scheduler.finished(done.record.key().map(key_hash).as_ref());
+            if state.revoked && state.scheduler.running() == 0 {
+                self.partitions.remove(&done.partition);
+                return;
+            }
+        } else {
+            state.finished(&done.record, done.dead_lettered, &self.shared.config);
+        }
+        if !state.revoked {
+            self.buffered -= state.start_ready(done.partition, &self.shared, &self.done);
+        }
     }
 
     /// Forgets revoked partitions: queued messages are dropped (the next owner gets them),
-    /// running ones still report and are ignored.
+    /// running ones finish and are not committed; until they do, the partition's state
+    /// lingers with their keys marked running, in case it is assigned back.
     pub(crate) fn revoke(&mut self, slots: Vec<Slot>) {
         for (topic, partition) in slots {
             let Some(&index) = self.topics.get(&topic) else { continue };
-            if let Some(state) = self.partitions.remove(&(index, partition)) {
-                self.buffered = self.buffered.saturating_sub(state.scheduler.queued());
+            let id = (index, partition);
+            let Some(state) = self.partitions.get_mut(&id) else { continue };
+            self.buffered = self.buffered.saturating_sub(state.scheduler.clear_queued());
+            if state.scheduler.running() == 0 {
+                self.partitions.remove(&id);
+            } else {
+                state.revoked = true;
+                state.parked.clear();
             }
         }
     }
@@ -217,11 +252,13 @@ struct PartitionState {
     progress: Progress,
     scheduler: KeyedScheduler<Arc<Record>, u64>,
     parked: HashSet<Vec<u8>>,
+    /// Revoked, with messages still running (see `Dispatcher::revoke`).
+    revoked: bool,
 }
 
 impl PartitionState {
     fn new(epoch: u64, progress: Progress, in_flight: usize) -> Self {
-        Self { epoch, progress, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new() }
+        Self { epoch, progress, scheduler: KeyedScheduler::new(in_flight), parked: HashSet::new(), revoked: false }
     }
 
     /// Starts every queued message that may run now (see `launch`). Returns how many
@@ -488,4 +525,76 @@ async fn finish_running(
         inbox.record(&shared.group, event_id, now_ms()).await.map_err(inbox_error)?;
     }
     Ok(Outcome::Handled)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::consumer::context::erase;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Ping {
+        id: String,
+    }
+    crate::event!(Ping, type = "ping.sent", version = 1, key = id);
+
+    fn record(offset: i64, key: &str) -> Arc<Record> {
+        let payload = crate::Envelope::new("test", Ping { id: key.into() }).to_json(1 << 20).expect("json");
+        let headers = [(&b"event-type"[..], Some(&b"ping.sent"[..]))];
+        let at = (0, offset);
+        Arc::new(Record::from_parts(Arc::from("pings"), at, Some(&payload), Some(key.as_bytes()), headers.into_iter()))
+    }
+
+    /// A partition revoked while one of its keys still runs, then assigned back: the
+    /// redelivered message of that key waits for the old run (one key never runs twice at
+    /// once in a consumer), other keys do not, and only the new assignment's offsets count.
+    #[tokio::test]
+    async fn a_key_still_running_from_a_revoked_assignment_holds_its_redelivery() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (c, r) = (Arc::clone(&calls), Arc::clone(&release));
+        let handler = erase(
+            move |_event: crate::Envelope<Ping>, _ctx| {
+                let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+                let release = Arc::clone(&r);
+                async move {
+                    if first {
+                        release.notified().await;
+                    }
+                    Ok(())
+                }
+            },
+            1 << 20,
+        );
+        let publisher = Publisher::new(crate::PublisherConfig::default().brokers("127.0.0.1:1")).expect("publisher");
+        let shared = Arc::new(Shared {
+            config: ConsumerConfig::new("127.0.0.1:1", "g", &["pings"]),
+            group: Arc::from("g"),
+            handlers: [("ping.sent", Route::new("ping.sent", handler))].into_iter().collect(),
+            inbox: None,
+            publisher: Arc::new(publisher),
+        });
+        let progress = SharedProgress::default();
+        let (mut dispatcher, mut done_rx) = Dispatcher::new(shared, Arc::clone(&progress));
+        let (_, topic) = dispatcher.topic("pings");
+        let (id, slot): (PartitionId, Slot) = ((topic, 0), (Arc::from("pings"), 0));
+
+        dispatcher.accept_record(id, record(10, "k"));
+        assert_eq!((calls.load(Ordering::SeqCst), dispatcher.buffered), (1, 1), "k@10 waits on its task");
+        lock(&progress).remove(&slot); // what the rebalance callback does
+        dispatcher.revoke(vec![slot.clone()]);
+
+        dispatcher.accept_record(id, record(10, "k")); // assigned back: redelivered
+        dispatcher.accept_record(id, record(11, "other"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "another key runs; k's redelivery waits");
+        release.notify_one();
+        let done = done_rx.recv().await.expect("the first run reports");
+        dispatcher.finish(done);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "k's redelivery ran once its first run was done");
+        assert_eq!(dispatcher.buffered, 0);
+        let partition = Arc::clone(&lock(&progress)[&slot]);
+        assert_eq!(lock(&partition).committable(), Some(12), "both offsets of the new assignment");
+    }
 }

@@ -60,6 +60,13 @@ impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
         self.running += 1;
     }
 
+    /// Drops every queued message (running ones are unaffected); returns how many.
+    pub fn clear_queued(&mut self) -> usize {
+        let queued = self.queue.len();
+        self.queue.clear();
+        queued
+    }
+
     /// Messages started and not finished.
     pub fn running(&self) -> usize {
         self.running
