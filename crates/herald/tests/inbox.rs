@@ -240,3 +240,59 @@ async fn a_dedup_window_shorter_than_the_retry_horizon_is_refused() {
         other => panic!("expected the window to be refused, got {other:?}"),
     }
 }
+
+/// An inbox (user code) whose `record` panics on its 10th call at once and on its 20th after
+/// waiting.
+#[derive(Debug, Default)]
+struct PanickyInbox {
+    inner: MemoryInbox,
+    records: std::sync::atomic::AtomicU32,
+}
+
+impl Inbox for PanickyInbox {
+    fn contains<'a>(&'a self, group: &'a str, event_id: uuid::Uuid) -> herald::inbox::InboxFuture<'a, bool> {
+        self.inner.contains(group, event_id)
+    }
+
+    fn record<'a>(&'a self, group: &'a str, event_id: uuid::Uuid, now_ms: i64) -> herald::inbox::InboxFuture<'a, bool> {
+        let n = self.records.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == 10 {
+            panic!("inbox record {n} panics at once");
+        }
+        if n == 20 {
+            return Box::pin(async move {
+                tokio::task::yield_now().await;
+                panic!("inbox record {n} panics after waiting")
+            });
+        }
+        self.inner.record(group, event_id, now_ms)
+    }
+
+    fn prune(&self, now_ms: i64) -> herald::inbox::InboxFuture<'_, u64> {
+        self.inner.prune(now_ms)
+    }
+
+    fn window(&self) -> Duration {
+        self.inner.window()
+    }
+}
+
+/// A panic in the consumer's own path (here a user-supplied inbox, on the run loop and on a
+/// message's task) abandons that message: the consumer handles the rest and still stops
+/// cleanly, and the abandoned offsets stay uncommitted (redelivered after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_inbox_abandons_its_message_without_stopping_the_consumer() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    publish(&b, EVENTS, 7).await;
+    let calls: Calls = Arc::default();
+    let inbox: Arc<dyn Inbox> = Arc::new(PanickyInbox::default());
+    let running = Running::start(counting_consumer(&b, "panicky-inbox", &calls, Some(inbox)));
+    let c = Arc::clone(&calls);
+    wait("every event handled", move || c.lock().expect("lock").len() == EVENTS as usize).await;
+    // Stopping waits for every message to report back, the abandoned ones included.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), running.stop()).await;
+    assert!(stopped.is_ok(), "the consumer did not stop: a message never reported back");
+    let lag: i64 = broker.running().broker().group_lag("panicky-inbox").iter().map(|l| l.lag).sum();
+    assert!(lag >= 2, "the two abandoned offsets (and what follows them) stay uncommitted: lag {lag}");
+}

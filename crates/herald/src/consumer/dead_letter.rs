@@ -13,7 +13,7 @@ use crate::envelope::rfc3339_now;
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
-    /// `retryable`, `permanent`, `undecodable`, `unknown-type` or `parked`.
+    /// `retryable`, `permanent`, `undecodable`, `panicked`, `unknown-type` or `parked`.
     pub(crate) class: &'static str,
     pub(crate) message: String,
     pub(crate) attempts: u32,

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 
 use foldhash::fast::{FixedState, RandomState};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -81,7 +82,30 @@ pub(crate) struct Done {
     partition: PartitionId,
     record: Arc<Record>,
     epoch: u64,
-    dead_lettered: bool,
+    /// How it ended; `None`: the runtime's own path panicked (see `PartitionState::abandon`).
+    dead_lettered: Option<bool>,
+}
+
+/// Reports a message's end from its task, also when the task panics: tokio drops a
+/// panicked task's future, and with it this guard, so the run loop always hears back (a
+/// message that never reported would hold its key, its partition's commits and shutdown).
+struct Report {
+    done: mpsc::UnboundedSender<Done>,
+    message: Option<(PartitionId, Arc<Record>, u64)>,
+}
+
+impl Report {
+    fn send(&mut self, dead_lettered: Option<bool>) {
+        if let Some((partition, record, epoch)) = self.message.take() {
+            let _ = self.done.send(Done { partition, record, epoch, dead_lettered });
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        self.send(None);
+    }
 }
 
 /// A partition as the run loop numbers it: its topic's index among the topics seen, and
@@ -204,16 +228,18 @@ impl Dispatcher {
         let Some(state) = self.partitions.get_mut(&done.partition) else {
             return; // cannot happen: a state lingers while its messages run
         };
-        if state.epoch != done.epoch || state.revoked {
+        match done.dead_lettered {
+            None => state.abandon(&done.record),
             // From an assignment that is over: its offset is not ours to commit, but its
             // key may run again.
-            state.scheduler.finished(done.record.key().map(key_hash).as_ref());
-            if state.revoked && state.scheduler.running() == 0 {
-                self.partitions.remove(&done.partition);
-                return;
+            Some(_) if state.epoch != done.epoch || state.revoked => {
+                state.scheduler.finished(done.record.key().map(key_hash).as_ref());
             }
-        } else {
-            state.finished(&done.record, done.dead_lettered, &self.shared.config);
+            Some(dead_lettered) => state.finished(&done.record, dead_lettered, &self.shared.config),
+        }
+        if state.revoked && state.scheduler.running() == 0 {
+            self.partitions.remove(&done.partition);
+            return;
         }
         if !state.revoked {
             self.buffered -= state.start_ready(done.partition, &self.shared, &self.done);
@@ -293,6 +319,10 @@ impl PartitionState {
                 self.finished(&record, false, &shared.config);
                 return 1;
             }
+            First::Abandoned => {
+                self.abandon(&record);
+                return 1;
+            }
             First::NotStarted | First::Parked => {
                 let parked = matches!(first, First::Parked);
                 let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
@@ -301,23 +331,46 @@ impl PartitionState {
                 // A no-op waker is enough for this first poll: if the future is pending, the
                 // task below polls it again at once and registers its own waker.
                 let mut cx = std::task::Context::from_waker(Waker::noop());
-                if let Poll::Ready(dead_lettered) = handling.as_mut().poll(&mut cx) {
-                    self.finished(&record, dead_lettered, &shared.config);
-                    return 1;
+                match std::panic::catch_unwind(AssertUnwindSafe(|| handling.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Ready(dead_lettered)) => {
+                        self.finished(&record, dead_lettered, &shared.config);
+                        return 1;
+                    }
+                    Ok(Poll::Pending) => handling,
+                    Err(_) => {
+                        self.abandon(&record);
+                        return 1;
+                    }
                 }
-                handling
             }
             First::Started(started) => {
                 let (task_record, task_shared) = (Arc::clone(&record), Arc::clone(shared));
                 Box::pin(async move { handle(task_record, false, &task_shared, Some(started)).await })
             }
         };
-        let (done, epoch) = (done.clone(), self.epoch);
+        let mut report = Report { done: done.clone(), message: Some((id, record, self.epoch)) };
         tokio::spawn(async move {
             let dead_lettered = handling.as_mut().await;
-            let _ = done.send(Done { partition: id, record, epoch, dead_lettered });
+            report.send(Some(dead_lettered));
         });
         0
+    }
+
+    /// A message whose runtime path panicked: not its handler (a handler's panic is
+    /// dead-lettered) but, say, a user-supplied inbox. Nothing says whether it took effect,
+    /// so its offset stays unfinished, holding the partition's commits there (a restart or
+    /// rebalance redelivers it and what follows), while its key is released so the
+    /// partition goes on. Logged and counted (`herald_abandoned_total`).
+    fn abandon(&mut self, record: &Record) {
+        tracing::error!(
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            "the consumer's own path panicked on this message (inbox or dead-letter writer); \
+             it stays uncommitted and is redelivered after a restart or rebalance"
+        );
+        metrics::counter!("herald_abandoned_total").increment(1);
+        self.scheduler.finished(record.key().map(key_hash).as_ref());
     }
 
     /// Records a finished message: its offset may now be committed past, its key may run
@@ -347,6 +400,8 @@ enum First {
     NotStarted,
     /// Not begun, and its key is parked: `handle` dead-letters it.
     Parked,
+    /// The runtime's own path panicked before the handler ran (see `PartitionState::abandon`).
+    Abandoned,
     /// Handled or skipped as a duplicate; nothing left to do.
     Finished,
     /// Begun and not finished: `handle` takes it from here.
@@ -373,6 +428,12 @@ struct Running {
 /// nothing else has to wait first: the event type has a handler and the inbox (if any)
 /// answers immediately. The common case, a handler that finishes at once, ends here.
 fn first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
+    // The handler's own panics are caught inside (dead-lettered); anything else that
+    // panics here is user code too (an `ImmediateInbox`), and abandons the message.
+    std::panic::catch_unwind(AssertUnwindSafe(|| try_first_attempt(record, shared))).unwrap_or(First::Abandoned)
+}
+
+fn try_first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
     let Some(route) = record.header("event-type").and_then(|t| shared.handlers.get(t)) else {
         return First::NotStarted; // unknown types are skipped or dead-lettered by `handle`
     };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// What a handler reports when it fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Worth another try (a timeout, a dependency briefly down).
     #[error("retryable: {0}")]
