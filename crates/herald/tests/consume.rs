@@ -225,6 +225,50 @@ async fn a_panicking_handler_dead_letters_its_message_and_the_consumer_carries_o
     assert_eq!(lag.iter().map(|l| l.lag).sum::<i64>(), 0, "everything committed: {lag:?}");
 }
 
+/// A stop waits for messages in flight only up to `shutdown_grace`: a handler that never
+/// finishes is cancelled (its future dropped) and its message left uncommitted, while
+/// everything before and beside it is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_cancels_what_outlives_the_grace_and_commits_the_rest() {
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    publish(&b, 30).await;
+    let handled: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, d) = (Arc::clone(&handled), Arc::clone(&dropped));
+    let mut config = ConsumerConfig::new(&b, "hung", &["user.created"]);
+    config.shutdown_grace = Duration::from_millis(500);
+    let consumer = Consumer::new(config).on(move |event: herald::Envelope<UserCreated>, _ctx| {
+        let handled = Arc::clone(&h);
+        // Only the hanging call carries the flag: set when its future is dropped.
+        let flag = (event.data.n == 3).then(|| DropFlag(Arc::clone(&d)));
+        async move {
+            if let Some(_flag) = flag {
+                std::future::pending::<()>().await; // hangs, as a call without a timeout would
+            }
+            handled.lock().expect("lock").insert(event.data.n);
+            Ok(())
+        }
+    });
+    let running = Running::start(consumer);
+    let h = Arc::clone(&handled);
+    wait("the 29 other events handled", move || h.lock().expect("lock").len() == 29).await;
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), running.stop()).await;
+    assert!(stopped.is_ok(), "the stop waited past the grace");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+    let d = Arc::clone(&dropped);
+    wait("the hung handler's future dropped", move || d.load(std::sync::atomic::Ordering::SeqCst)).await;
+    let lag: i64 = broker.running().broker().group_lag("hung").iter().map(|l| l.lag).sum();
+    assert!(lag >= 1, "the cancelled message stays uncommitted: lag {lag}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_key_sends_its_later_events_after_its_dead_letter() {
     let broker = TestBroker::start().await;

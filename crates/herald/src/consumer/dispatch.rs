@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) handlers: FastMap<&'static str, Route>,
     pub(crate) inbox: Option<Arc<dyn Inbox>>,
     pub(crate) publisher: Arc<Publisher>,
+    /// Set once the shutdown deadline passes: messages still running on their tasks are
+    /// cancelled (their futures dropped) and left uncommitted.
+    pub(crate) cancel: tokio::sync::watch::Sender<bool>,
 }
 
 /// One event type's handler and its metric handles (registered once, not per message).
@@ -349,9 +352,17 @@ impl PartitionState {
             }
         };
         let mut report = Report { done: done.clone(), message: Some((id, record, self.epoch)) };
+        let mut cancel = shared.cancel.subscribe();
         tokio::spawn(async move {
-            let dead_lettered = handling.as_mut().await;
-            report.send(Some(dead_lettered));
+            let cancelled = async move {
+                if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+                    std::future::pending::<()>().await; // the consumer is gone: run to the end
+                }
+            };
+            tokio::select! {
+                dead_lettered = &mut handling => report.send(Some(dead_lettered)),
+                () = cancelled => {} // past the shutdown deadline: dropped, left uncommitted
+            }
         });
         0
     }
@@ -636,6 +647,7 @@ mod tests {
             handlers: [("ping.sent", Route::new("ping.sent", handler))].into_iter().collect(),
             inbox: None,
             publisher: Arc::new(publisher),
+            cancel: tokio::sync::watch::channel(false).0,
         });
         let progress = SharedProgress::default();
         let (mut dispatcher, mut done_rx) = Dispatcher::new(shared, Arc::clone(&progress));

@@ -60,6 +60,10 @@ pub struct ConsumerConfig {
     pub park_keys_after_dead_letter: bool,
     /// How often finished offsets are committed.
     pub commit_interval: Duration,
+    /// How long a stop waits for messages in flight to finish; then those still running
+    /// are cancelled (their handler futures dropped) and left uncommitted, so the group's
+    /// next owner gets them again.
+    pub shutdown_grace: Duration,
     /// Largest envelope read.
     pub envelope_bytes_max: usize,
     /// `session.timeout.ms`.
@@ -81,6 +85,7 @@ impl ConsumerConfig {
             unknown_types: UnknownTypes::Skip,
             park_keys_after_dead_letter: false,
             commit_interval: Duration::from_millis(100),
+            shutdown_grace: Duration::from_secs(30),
             envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
             session_timeout: Duration::from_secs(10),
             rdkafka: Vec::new(),
@@ -263,6 +268,7 @@ impl Consumer {
             handlers: self.handlers.into_iter().map(|(t, h)| (t, Route::new(t, h))).collect(),
             inbox: self.inbox,
             publisher: Arc::new(publisher),
+            cancel: tokio::sync::watch::channel(false).0,
         });
         let config = &shared.config;
         let (mut dispatcher, mut done_rx) = Dispatcher::new(Arc::clone(&shared), Arc::clone(&progress));
@@ -272,11 +278,13 @@ impl Consumer {
         let mut messages = consumer.stream();
         tokio::pin!(shutdown);
         let mut stopping = false;
+        let mut deadline = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = &mut shutdown, if !stopping => {
                     tracing::debug!(group = %config.group_id, buffered = dispatcher.buffered, "stopping: finishing in-flight messages");
                     stopping = true;
+                    deadline = tokio::time::Instant::now() + config.shutdown_grace;
                 }
                 Some(slots) = revoked_rx.recv() => dispatcher.revoke(slots),
                 received = std::future::poll_fn(|cx| std::pin::Pin::new(&mut messages).poll_next(cx)), if !stopping && dispatcher.has_room() => {
@@ -314,6 +322,16 @@ impl Consumer {
                     commit(&consumer, &progress, CommitMode::Async);
                     metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(dispatcher.buffered as f64);
                     if stopping && dispatcher.buffered == 0 {
+                        break;
+                    }
+                    if stopping && tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(
+                            group = %config.group_id,
+                            in_flight = dispatcher.buffered,
+                            grace = ?config.shutdown_grace,
+                            "shutdown grace over: cancelling the messages still in flight; they stay uncommitted"
+                        );
+                        shared.cancel.send_replace(true);
                         break;
                     }
                 }
