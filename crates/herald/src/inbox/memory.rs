@@ -2,7 +2,7 @@
 //! anyway but want to skip the work of obvious duplicates. It forgets everything on
 //! restart, so it cannot make effects exactly-once across crashes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,34 +18,34 @@ pub struct MemoryInbox {
     state: Mutex<State>,
 }
 
-/// One flat map from (group, event id) to the time it was recorded, groups numbered in
-/// a short list (a consumer has one or a few), so a lookup hashes 20 bytes once and never
-/// allocates: this is on the consumer's hot path.
+/// Per group (a consumer has one or a few, so a short list), the set of event ids it
+/// recorded; and the insertion order across groups, with times, for eviction by age and by
+/// capacity. Every order entry has exactly one set entry and the other way round (a
+/// record inserts both, an eviction removes both), so the sets hold ids alone: 16 bytes a
+/// slot, since looking up and evicting are cache misses on the consumer's hot path.
 #[derive(Debug, Default)]
 struct State {
-    groups: Vec<Arc<str>>,
-    recorded: HashMap<(u32, Uuid), i64, foldhash::fast::RandomState>,
-    /// Insertion order, for eviction by age and by capacity.
+    groups: Vec<(Arc<str>, HashSet<Uuid, foldhash::fast::RandomState>)>,
     order: VecDeque<(u32, Uuid, i64)>,
 }
 
 impl State {
-    fn group(&self, group: &str) -> Option<u32> {
-        self.groups.iter().position(|g| &**g == group).map(|i| i as u32)
+    fn group(&self, group: &str) -> Option<usize> {
+        self.groups.iter().position(|(g, _)| &**g == group)
     }
 
-    fn group_or_insert(&mut self, group: &str) -> u32 {
+    fn group_or_insert(&mut self, group: &str) -> usize {
         match self.group(group) {
             Some(index) => index,
             None => {
-                self.groups.push(Arc::from(group));
-                (self.groups.len() - 1) as u32
+                self.groups.push((Arc::from(group), HashSet::default()));
+                self.groups.len() - 1
             }
         }
     }
 
-    fn get(&self, group: &str, event_id: Uuid) -> Option<i64> {
-        self.recorded.get(&(self.group(group)?, event_id)).copied()
+    fn contains(&self, group: &str, event_id: Uuid) -> bool {
+        self.group(group).is_some_and(|g| self.groups[g].1.contains(&event_id))
     }
 
     fn evict(&mut self, capacity: usize, cutoff_ms: i64) -> u64 {
@@ -54,12 +54,9 @@ impl State {
             if self.order.len() <= capacity && at >= cutoff_ms {
                 break;
             }
-            // Only drop the map entry this queue entry created (a re-record after a
-            // prune leaves a newer queue entry behind it).
-            if let std::collections::hash_map::Entry::Occupied(entry) = self.recorded.entry((group, event_id))
-                && *entry.get() == at
+            if let Some((_, ids)) = self.groups.get_mut(group as usize)
+                && ids.remove(&event_id)
             {
-                entry.remove();
                 evicted += 1;
             }
             self.order.pop_front();
@@ -76,7 +73,7 @@ impl MemoryInbox {
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.with_state(|s| s.recorded.len())
+        self.with_state(|s| s.order.len())
     }
 
     /// Whether it holds nothing.
@@ -101,7 +98,7 @@ impl Default for MemoryInbox {
 
 impl ImmediateInbox for MemoryInbox {
     fn contains_now(&self, group: &str, event_id: Uuid) -> bool {
-        self.with_state(|s| s.get(group, event_id).is_some())
+        self.with_state(|s| s.contains(group, event_id))
     }
 
     fn record_now(&self, group: &str, event_id: Uuid, now_ms: i64) -> bool {
@@ -109,11 +106,10 @@ impl ImmediateInbox for MemoryInbox {
         let cutoff = now_ms.saturating_sub(window_ms(self.window));
         self.with_state(|s| {
             let group = s.group_or_insert(group);
-            match s.recorded.entry((group, event_id)) {
-                std::collections::hash_map::Entry::Occupied(_) => return false,
-                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(now_ms),
-            };
-            s.order.push_back((group, event_id, now_ms));
+            if !s.groups[group].1.insert(event_id) {
+                return false;
+            }
+            s.order.push_back((group as u32, event_id, now_ms));
             s.evict(capacity, cutoff);
             true
         })
