@@ -9,6 +9,7 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer as _;
+use rdkafka::error::RDKafkaErrorCode;
 use serde_json::json;
 
 use crate::cluster::{ClusterArgs, parse_setting, print_table};
@@ -131,11 +132,7 @@ async fn create(
         topic = topic.set(key, value);
     }
     let results = admin.create_topics([&topic], &options(cluster)).await.context("creating the topic")?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            bail!("cannot create topic {topic}: {code}");
-        }
-    }
+    refused(results, &format!("cannot create topic {name}"))?;
     report(
         cluster,
         json!({"created": name, "partitions": partitions}),
@@ -191,11 +188,7 @@ async fn delete(cluster: &ClusterArgs, name: &str) -> anyhow::Result<()> {
     require_topic(cluster, name)?;
     let admin = cluster.admin()?;
     let results = admin.delete_topics(&[name], &options(cluster)).await.context("deleting the topic")?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            bail!("cannot delete topic {topic}: {code}");
-        }
-    }
+    refused(results, &format!("cannot delete topic {name}"))?;
     report(cluster, json!({"deleted": name}), &format!("deleted topic {name}"));
     Ok(())
 }
@@ -216,11 +209,7 @@ async fn alter(
             .create_partitions([&NewPartitions::new(name, count)], &options(cluster))
             .await
             .context("adding partitions")?;
-        for result in results {
-            if let Err((topic, code)) = result {
-                bail!("cannot grow {topic} to {count} partitions: {code}");
-            }
-        }
+        refused(results, &format!("cannot grow {name} to {count} partitions"))?;
     }
     if !configs.is_empty() {
         // AlterConfigs replaces a topic's whole set: start from the settings it has now.
@@ -233,14 +222,19 @@ async fn alter(
             change = change.set(key, value);
         }
         let results = admin.alter_configs([&change], &options(cluster)).await.context("changing settings")?;
-        for result in results {
-            if let Err((_, code)) = result {
-                bail!("cannot change the settings of {name}: {code}");
-            }
-        }
+        refused(results, &format!("cannot change the settings of {name}"))?;
     }
     report(cluster, json!({"altered": name}), &format!("altered topic {name}"));
     Ok(())
+}
+
+/// The first failure among an admin call's per-resource results (one resource per call
+/// here), as `what: <broker's error>`.
+fn refused<T, N>(results: Vec<Result<T, (N, RDKafkaErrorCode)>>, what: &str) -> anyhow::Result<()> {
+    match results.into_iter().find_map(Result::err) {
+        Some((_, code)) => bail!("{what}: {code}"),
+        None => Ok(()),
+    }
 }
 
 /// The topic's settings that differ from the defaults (only the writable ones if asked).

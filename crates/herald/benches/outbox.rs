@@ -127,6 +127,14 @@ async fn relay_throughput<S: OutboxStore>(store: S, bootstrap: &str, rows: u64) 
 
 /// Writes one event per transaction at `per_second` (4 writers) for `duration` with a
 /// relay running; commit-to-ack latencies in ms (p50, p99, max) and the achieved rate.
+/// The report row of a `latency` measurement.
+fn latency_row(backend: &str, [p50, p99, max, achieved]: [f64; 4]) -> Row {
+    Row {
+        what: format!("{backend} commit-to-ack at 1k events/s (achieved {achieved:.0}/s)"),
+        value: format!("p50 {p50:.1} ms, **p99 {p99:.1} ms**, max {max:.1} ms"),
+    }
+}
+
 async fn latency<S, F, Fut>(store: S, bootstrap: &str, per_second: u64, duration: Duration, write: F) -> [f64; 4]
 where
     S: OutboxStore,
@@ -306,7 +314,7 @@ async fn sqlite(bootstrap: &str, rows: u64, out: &mut Vec<Row>) {
         value: format!("{relay:.0} events/s = **{:.2}** of the drain", relay / drain),
     });
     let (p, o) = (pool.clone(), outbox.clone());
-    let [p50, p99, max, achieved] = latency(outbox, bootstrap, 1000, Duration::from_secs(10), move |n, started| {
+    let latencies = latency(outbox, bootstrap, 1000, Duration::from_secs(10), move |n, started| {
         let (p, o) = (p.clone(), o.clone());
         async move {
             let mut tx = p.begin().await.expect("begin");
@@ -316,10 +324,7 @@ async fn sqlite(bootstrap: &str, rows: u64, out: &mut Vec<Row>) {
         }
     })
     .await;
-    out.push(Row {
-        what: format!("SQLite commit-to-ack at 1k events/s (achieved {achieved:.0}/s)"),
-        value: format!("p50 {p50:.1} ms, **p99 {p99:.1} ms**, max {max:.1} ms"),
-    });
+    out.push(latency_row("SQLite", latencies));
 }
 
 fn pgbench(url: &str, script: &str, args: &[&str]) -> f64 {
@@ -518,7 +523,7 @@ async fn postgres(url: &str, bootstrap: &str, rows: u64, out: &mut Vec<Row>) {
         ),
     });
     let (p, o) = (pool.clone(), outbox.clone());
-    let [p50, p99, max, achieved] = latency(outbox, bootstrap, 1000, Duration::from_secs(10), move |n, started| {
+    let latencies = latency(outbox, bootstrap, 1000, Duration::from_secs(10), move |n, started| {
         let (p, o) = (p.clone(), o.clone());
         async move {
             let mut tx = p.begin().await.expect("begin");
@@ -528,10 +533,7 @@ async fn postgres(url: &str, bootstrap: &str, rows: u64, out: &mut Vec<Row>) {
         }
     })
     .await;
-    out.push(Row {
-        what: format!("PostgreSQL commit-to-ack at 1k events/s (achieved {achieved:.0}/s)"),
-        value: format!("p50 {p50:.1} ms, **p99 {p99:.1} ms**, max {max:.1} ms"),
-    });
+    out.push(latency_row("PostgreSQL", latencies));
     pool.close().await;
     sqlx::query("DROP SCHEMA herald_bench CASCADE").execute(&admin).await.expect("drop");
 }
