@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -109,6 +110,8 @@ pub struct Broker {
     /// Bumped whenever readers may see new records, to wake long-polling fetches.
     data_changed: watch::Sender<u64>,
     groups: GroupManager,
+    /// Set by [`Broker::begin_shutdown`]: waits end at once instead of at their deadline.
+    stopping: AtomicBool,
 }
 
 impl Broker {
@@ -155,6 +158,7 @@ impl Broker {
             topics,
             producer_ids: Mutex::new(ProducerIds { next: block_end, block_end }),
             data_changed: watch::channel(0).0,
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -357,6 +361,20 @@ impl Broker {
         let id = ids.next;
         ids.next += 1;
         Ok((id, 0))
+    }
+
+    /// The first step of a shutdown: parked JoinGroup and SyncGroup requests are answered
+    /// NOT_COORDINATOR and long-polling fetches answer with what they have, so nothing
+    /// waits for a rebalance or a fetch deadline.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.groups.give_up();
+        self.notify_data();
+    }
+
+    /// Whether [`Broker::begin_shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Wakes long-polling fetches: new records may be visible.

@@ -71,16 +71,30 @@ impl RunningBroker {
         self.server.local_addr()
     }
 
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
     /// The broker state (for in-process inspection, e.g. tests).
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
 
-    /// Stops accepting, finishes in-flight requests, then flushes, fsyncs and marks every
-    /// log cleanly closed.
+    /// Stops accepting, answers parked requests, finishes in-flight ones within the
+    /// shutdown grace (then closes the connections left), then flushes, fsyncs and marks
+    /// every log and the offsets log cleanly closed.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.server.shutdown().await;
         let broker = self.broker;
+        // Cancelled requests and blocking handlers that were running drop their references
+        // to the broker shortly after their connection closed.
+        for _ in 0..200 {
+            if Arc::strong_count(&broker) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(broker) {
             Ok(broker) => broker.close(),
             Err(shared) => {

@@ -9,7 +9,15 @@
 //! reader stops reading (backpressure). A bad frame closes that connection only, with one
 //! log line, after the responses before it are written. Limits, each with a default:
 //! connections, request size, in-flight requests, idle time between requests and time to
-//! finish a started request.
+//! finish a started request or a response write.
+//!
+//! Every wait is bounded. A peer that closes is noticed by the reader, even while its
+//! requests wait in the queue (the socket is watched then too); its connection is released
+//! at once and its waiting requests (a parked JoinGroup, a long poll, a produce's fsync)
+//! are dropped unanswered. A shutdown stops reading, has the broker give up every wait
+//! ([`Broker::begin_shutdown`]), lets connections write what they owe for up to
+//! `shutdown_grace`, then closes the rest; maintenance (session expiry among it) runs
+//! until the connections are gone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -36,12 +45,15 @@ pub struct ServerConfig {
     pub request_bytes_max: u32,
     /// Requests of one connection being answered at once; the next waits.
     pub in_flight_max: usize,
-    /// A connection idle this long between requests is closed (Kafka: `connections.max.idle.ms`).
+    /// A connection idle this long between requests is closed (Kafka: `connections.max.idle.ms`);
+    /// also the longest one response may take to write.
     pub idle_timeout: Duration,
     /// A request must arrive whole within this time once its first byte has.
     pub request_timeout: Duration,
     /// How often retention runs (Kafka: `log.retention.check.interval.ms`).
     pub retention_check_interval: Duration,
+    /// How long a shutdown lets connections write the answers they owe before closing them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +66,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             retention_check_interval: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -62,21 +75,27 @@ impl Default for ServerConfig {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
+    broker: Arc<Broker>,
     stop: watch::Sender<bool>,
+    stop_maintenance: watch::Sender<bool>,
     task: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    connections: Arc<Connections>,
 }
 
 impl Server {
     /// Starts accepting on `listener`, answering from `broker`; also runs the broker's
-    /// periodic maintenance (interval fsyncs, retention, producer expiry).
+    /// periodic maintenance (interval fsyncs, retention, producer expiry, group sessions).
     pub fn start(listener: TcpListener, config: ServerConfig, broker: Arc<Broker>) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        let (stop_maintenance, maintenance_stopped) = watch::channel(false);
         let config = Arc::new(config);
-        let maintenance = tokio::spawn(maintain(Arc::clone(&broker), Arc::clone(&config), stopped.clone()));
-        let task = tokio::spawn(accept_loop(listener, config, broker, stopped));
-        Ok(Self { local_addr, stop, task, maintenance })
+        let connections = Arc::new(Connections::new(config.connections_max));
+        let maintenance = tokio::spawn(maintain(Arc::clone(&broker), Arc::clone(&config), maintenance_stopped));
+        let accept = accept_loop(listener, config, Arc::clone(&broker), Arc::clone(&connections), stopped);
+        let task = tokio::spawn(accept);
+        Ok(Self { local_addr, broker, stop, stop_maintenance, task, maintenance, connections })
     }
 
     /// The bound address (useful with port 0).
@@ -84,12 +103,38 @@ impl Server {
         self.local_addr
     }
 
-    /// Stops accepting and reading, lets each connection finish and write the requests
-    /// it has in flight, and waits for that.
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
+    }
+
+    /// Stops accepting and reading, answers every parked request (see
+    /// [`Broker::begin_shutdown`]), lets each connection write what it owes for up to
+    /// `shutdown_grace`, closes the connections still open after that, then stops
+    /// maintenance. Returns once every connection is closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.broker.begin_shutdown();
         let _ = self.task.await;
+        let _ = self.stop_maintenance.send(true);
         let _ = self.maintenance.await;
+    }
+}
+
+/// The connection slots: a semaphore whose taken permits are the open connections.
+#[derive(Debug)]
+struct Connections {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(max)), max }
+    }
+
+    fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
     }
 }
 
@@ -99,7 +144,7 @@ async fn maintain(broker: Arc<Broker>, config: Arc<ServerConfig>, mut stopped: w
     let mut last_retention = now_ms();
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
+            _ = stopped.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
         let now = now_ms();
@@ -116,13 +161,14 @@ async fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     broker: Arc<Broker>,
+    slots: Arc<Connections>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = tokio::task::JoinSet::new();
+    let connection_stopped = stopped.clone();
     loop {
         tokio::select! {
-            _ = stopped.changed() => break,
+            _ = stopped.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
@@ -131,19 +177,20 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                let Ok(permit) = Arc::clone(&slots.slots).try_acquire_owned() else {
                     tracing::warn!(%peer, limit = config.connections_max, "connection limit reached; closing");
                     drop(stream);
                     continue;
                 };
-                let config = Arc::clone(&config);
-                let broker = Arc::clone(&broker);
-                let stopped = stopped.clone();
+                tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection opened");
+                let (config, broker, slots, stopped) =
+                    (Arc::clone(&config), Arc::clone(&broker), Arc::clone(&slots), connection_stopped.clone());
                 connections.spawn(async move {
                     let result = serve_connection(stream, &config, broker, stopped).await;
                     // The slot frees before the peer can see the close, so a client that
                     // reconnects at once is not turned away.
                     drop(permit);
+                    tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection closed");
                     if let Err(reason) = result {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
@@ -153,8 +200,18 @@ async fn accept_loop(
         // Reap finished connections so the set does not grow with every one ever made.
         while connections.try_join_next().is_some() {}
     }
-    while connections.join_next().await.is_some() {}
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.shutdown_grace, drain).await.is_err() {
+        tracing::warn!(open = connections.len(), grace = ?config.shutdown_grace, "shutdown grace is over; closing connections");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
+
+/// The tracing target of one debug line per opened and closed connection, with the count
+/// of open ones (tests follow it).
+pub const CONNECTIONS: &str = "herald_broker::connections";
 
 /// Why a connection ended other than by the peer closing it.
 #[derive(Debug, thiserror::Error)]
@@ -167,14 +224,34 @@ enum ConnectionEnd {
     Idle(Duration),
     #[error("request not complete within {0:?}")]
     SlowRequest(Duration),
+    #[error("response not written within {0:?}")]
+    SlowWrite(Duration),
     #[error("request handler failed: {0}")]
     Handler(String),
+}
+
+/// How the reader stopped without an error.
+enum ReadEnd {
+    /// The peer closed its side (or the writer found it gone): nobody will read answers.
+    PeerClosed,
+    /// The server is shutting down: answers still owed are written.
+    Stopped,
+}
+
+/// A task that is cancelled when its handle is dropped, so a closed connection takes its
+/// waiting requests with it.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A response on its way to the writer, in request order, with when its request arrived.
 enum Outgoing {
     Ready(Option<Bytes>, Instant),
-    Waiting(JoinHandle<Result<Option<Bytes>, FrameError>>, Instant),
+    Waiting(AbortOnDrop<Result<Option<Bytes>, FrameError>>, Instant),
 }
 
 async fn serve_connection(
@@ -184,74 +261,125 @@ async fn serve_connection(
     stopped: watch::Receiver<bool>,
 ) -> Result<(), ConnectionEnd> {
     stream.set_nodelay(true)?;
-    let (reader, writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
     let (outgoing, queue) = mpsc::channel(config.in_flight_max.max(1));
-    let writer = tokio::spawn(write_responses(writer, queue));
-    let read = read_requests(reader, config, broker, stopped, outgoing).await;
-    // The reader is done (and dropped its sender): the writer drains what is in flight.
-    let written = writer.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))?;
-    read.and(written)
+    let mut writer = AbortOnDrop(tokio::spawn(write_responses(writer, queue, config.idle_timeout)));
+    let read = tokio::select! {
+        read = read_requests(&mut reader, config, broker, stopped, outgoing) => read,
+        // The writer ends first only when a write failed: the peer is gone.
+        written = &mut writer.0 => return joined(written),
+    };
+    match read {
+        // Dropping the writer drops the answers and cancels the requests still waiting.
+        Ok(ReadEnd::PeerClosed) | Err(ConnectionEnd::Io(_)) => read.map(drop),
+        // Write what is owed (a bad frame's earlier answers, or a shutdown's), unless the
+        // peer leaves first. The shutdown grace bounds this wait.
+        Ok(ReadEnd::Stopped) | Err(_) => tokio::select! {
+            written = &mut writer.0 => read.map(drop).and(joined(written)),
+            () = peer_closed(&mut reader) => read.map(drop),
+        },
+    }
+}
+
+fn joined(written: Result<Result<(), ConnectionEnd>, tokio::task::JoinError>) -> Result<(), ConnectionEnd> {
+    written.map_err(|e| ConnectionEnd::Handler(e.to_string()))?
+}
+
+/// Resolves when the peer has closed its side (end of stream or a reset). Bytes waiting to
+/// be read hide a close behind them, so then it never resolves: the caller's other
+/// deadlines bound the wait.
+async fn peer_closed(reader: &mut OwnedReadHalf) {
+    let mut byte = [0u8; 1];
+    match reader.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 async fn read_requests(
-    mut reader: OwnedReadHalf,
+    reader: &mut OwnedReadHalf,
     config: &ServerConfig,
     broker: Arc<Broker>,
     mut stopped: watch::Receiver<bool>,
     outgoing: mpsc::Sender<Outgoing>,
-) -> Result<(), ConnectionEnd> {
+) -> Result<ReadEnd, ConnectionEnd> {
     // As Kafka shows it to group tools.
     let client_host = reader.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     loop {
-        let mut prefix = [0u8; 4];
-        tokio::select! {
-            _ = stopped.changed() => return Ok(()),
-            read = tokio::time::timeout(config.idle_timeout, reader.read_exact(&mut prefix)) => match read {
-                Err(_) => return Err(ConnectionEnd::Idle(config.idle_timeout)),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(result) => { result?; }
+        let body = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return Ok(ReadEnd::Stopped),
+            body = read_frame(reader, config) => match body? {
+                Some(body) => body,
+                None => return Ok(ReadEnd::PeerClosed),
             },
-        }
-        let length = frame_length(prefix, config.request_bytes_max)?;
-        // The buffer grows with the bytes that actually arrive, so a large length prefix
-        // alone does not reserve memory.
-        let mut body = Vec::with_capacity(length.min(64 * 1024));
-        let mut limited = (&mut reader).take(length as u64);
-        tokio::time::timeout(config.request_timeout, limited.read_to_end(&mut body))
-            .await
-            .map_err(|_| ConnectionEnd::SlowRequest(config.request_timeout))??;
-        if body.len() < length {
-            return Ok(()); // the peer closed mid-request
-        }
+        };
+        // Room for its answer before it is applied; while there is none, watch the socket
+        // so a peer that closes while its requests wait is noticed.
+        let slot = match outgoing.try_reserve() {
+            Ok(slot) => slot,
+            Err(TrySendError::Closed(())) => return Ok(ReadEnd::PeerClosed),
+            Err(TrySendError::Full(())) => tokio::select! {
+                _ = stopped.wait_for(|stop| *stop) => return Ok(ReadEnd::Stopped),
+                () = peer_closed(reader) => return Ok(ReadEnd::PeerClosed),
+                slot = outgoing.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return Ok(ReadEnd::PeerClosed),
+                },
+            },
+        };
         let received = Instant::now();
         let handler_broker = Arc::clone(&broker);
         let host = client_host.clone();
         let reply = tokio::task::spawn_blocking(move || handle_frame_from(&handler_broker, Bytes::from(body), &host))
             .await
             .map_err(|e| ConnectionEnd::Handler(e.to_string()))??;
-        let next = match reply {
+        slot.send(match reply {
             Reply::Ready(bytes) => Outgoing::Ready(bytes, received),
-            Reply::Pending(future) => Outgoing::Waiting(tokio::spawn(future), received),
-        };
-        if outgoing.send(next).await.is_err() {
-            return Ok(()); // the writer stopped: the peer is gone
-        }
+            Reply::Pending(future) => Outgoing::Waiting(AbortOnDrop(tokio::spawn(future)), received),
+        });
     }
 }
 
-async fn write_responses(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), ConnectionEnd> {
+/// Reads one request frame: `None` when the peer closed before or inside it.
+async fn read_frame(reader: &mut OwnedReadHalf, config: &ServerConfig) -> Result<Option<Vec<u8>>, ConnectionEnd> {
+    let mut prefix = [0u8; 4];
+    match tokio::time::timeout(config.idle_timeout, reader.read_exact(&mut prefix)).await {
+        Err(_) => return Err(ConnectionEnd::Idle(config.idle_timeout)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(result) => {
+            result?;
+        }
+    }
+    let length = frame_length(prefix, config.request_bytes_max)?;
+    // The buffer grows with the bytes that actually arrive, so a large length prefix
+    // alone does not reserve memory.
+    let mut body = Vec::with_capacity(length.min(64 * 1024));
+    let mut limited = reader.take(length as u64);
+    tokio::time::timeout(config.request_timeout, limited.read_to_end(&mut body))
+        .await
+        .map_err(|_| ConnectionEnd::SlowRequest(config.request_timeout))??;
+    Ok((body.len() == length).then_some(body))
+}
+
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
+) -> Result<(), ConnectionEnd> {
     while let Some(next) = queue.recv().await {
         let (bytes, received) = match next {
             Outgoing::Ready(bytes, received) => (bytes, received),
-            Outgoing::Waiting(task, received) => {
-                (task.await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??, received)
+            Outgoing::Waiting(mut task, received) => {
+                ((&mut task.0).await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??, received)
             }
         };
         if let Some(bytes) = bytes {
             // Prefix and body in one vectored write, without copying the body.
             let prefix = (bytes.len() as u32).to_be_bytes();
             let length = bytes.len();
-            writer.write_all_buf(&mut Buf::chain(&prefix[..], bytes)).await?;
+            tokio::time::timeout(write_timeout, writer.write_all_buf(&mut Buf::chain(&prefix[..], bytes)))
+                .await
+                .map_err(|_| ConnectionEnd::SlowWrite(write_timeout))??;
             tracing::trace!(bytes = length, micros = received.elapsed().as_micros() as u64, "responded");
         }
     }

@@ -1,10 +1,15 @@
-//! The listener on a real socket: answers, limits, and bad input closing one connection only.
+//! The listener on a real socket: answers, limits, bad input closing one connection only,
+//! and every wait bounded: a closed peer releases its connection even while a request of
+//! it is parked, and a shutdown answers parked requests instead of waiting for them.
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use herald_broker::{BrokerConfig, RunningBroker, ServerConfig};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, JoinGroupRequest, JoinGroupResponse, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,19 +24,67 @@ async fn start(server: ServerConfig) -> (RunningBroker, tempfile::TempDir) {
     (RunningBroker::start(broker, server).await.expect("start"), dir)
 }
 
-fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
+fn frame<R: Encodable + HeaderVersion>(key: ApiKey, version: i16, correlation_id: i32, request: &R) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RequestHeader::default()
-        .with_request_api_key(ApiKey::ApiVersions as i16)
+        .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("server-test")))
-        .encode(&mut buf, ApiVersionsRequest::header_version(version))
+        .encode(&mut buf, R::header_version(version))
         .expect("header");
-    ApiVersionsRequest::default().encode(&mut buf, version).expect("body");
+    request.encode(&mut buf, version).expect("body");
     let mut frame = (buf.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&buf);
     frame
+}
+
+fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
+    frame(ApiKey::ApiVersions, version, correlation_id, &ApiVersionsRequest::default())
+}
+
+/// A JoinGroup v3 of a new member (no member id needed first), which the group's initial
+/// rebalance delay parks.
+fn join_request(correlation_id: i32) -> Vec<u8> {
+    let protocol = JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"));
+    let request = JoinGroupRequest::default()
+        .with_group_id(StrBytes::from_static_str("parked").into())
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(300_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![protocol]);
+    frame(ApiKey::JoinGroup, 3, correlation_id, &request)
+}
+
+/// A broker whose groups wait a minute for more members before their first rebalance.
+async fn start_parking(server: ServerConfig) -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
+    broker.groups.initial_rebalance_delay_ms = 60_000;
+    (RunningBroker::start(broker, server).await.expect("start"), dir)
+}
+
+/// Waits up to `limit` for the broker's open connection count to reach `want`.
+async fn connections_reach(server: &RunningBroker, want: usize, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if server.open_connections() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.open_connections() == want
+}
+
+/// Waits until the broker has parked `want` group requests.
+async fn parked(server: &RunningBroker, want: usize) {
+    for _ in 0..1000 {
+        if server.broker().groups().parked() == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{} parked requests, not {want}", server.broker().groups().parked());
 }
 
 async fn read_response(stream: &mut TcpStream, version: i16) -> (i32, ApiVersionsResponse) {
@@ -102,4 +155,79 @@ async fn connection_limit_and_slow_requests_are_enforced() {
     fourth.write_all(&api_versions_request(3, 4)).await.expect("send");
     assert_eq!(read_response(&mut fourth, 3).await.0, 4, "a freed slot is reused");
     server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_closed_peer_releases_its_connection_while_its_join_is_parked() {
+    let (server, _dir) = start_parking(config()).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(&join_request(1)).await.expect("send");
+    parked(&server, 1).await;
+    assert_eq!(server.open_connections(), 1);
+    drop(stream);
+    assert!(connections_reach(&server, 0, Duration::from_secs(1)).await, "released within 1 s of the FIN");
+    parked(&server, 0).await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_closed_peer_is_noticed_while_its_requests_fill_the_queue() {
+    // One answer may wait: the parked join is the writer's, the next fills the queue, and
+    // the reader then waits for room while watching the socket.
+    let (server, _dir) = start_parking(ServerConfig { in_flight_max: 1, ..config() }).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(&join_request(1)).await.expect("send");
+    parked(&server, 1).await;
+    stream.write_all(&api_versions_request(3, 2)).await.expect("send");
+    stream.write_all(&api_versions_request(3, 3)).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    assert!(connections_reach(&server, 0, Duration::from_secs(1)).await, "released within 1 s of the FIN");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_answers_a_parked_join_not_coordinator_without_waiting_for_the_rebalance() {
+    let (server, _dir) = start_parking(config()).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(&join_request(7)).await.expect("send");
+    parked(&server, 1).await;
+    let shutdown = tokio::spawn(server.shutdown());
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.expect("an answer before the close");
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut body).await.expect("response body");
+    let mut bytes = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut bytes, JoinGroupResponse::header_version(3)).expect("header");
+    let response = JoinGroupResponse::decode(&mut bytes, 3).expect("body");
+    assert_eq!(header.correlation_id, 7);
+    assert_eq!(response.error_code, 16, "NOT_COORDINATOR");
+    assert!(closed(&mut stream).await, "then the connection closes");
+    // Well inside the 60 s rebalance delay and the default 10 s grace.
+    tokio::time::timeout(Duration::from_secs(5), shutdown).await.expect("prompt").expect("task").expect("clean");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_a_connection_that_never_reads_after_the_grace() {
+    let grace = Duration::from_millis(300);
+    let (server, _dir) = start(ServerConfig { shutdown_grace: grace, ..config() }).await;
+    // Small buffers (no autotuning), so the answers back up quickly and a stalled write
+    // means the broker stopped reading.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.set_send_buffer_size(8192).expect("SO_SNDBUF");
+    let mut stream = socket.connect(server.local_addr()).await.expect("connect");
+    // Requests whose answers fill both socket buffers, so the writer blocks.
+    let request = api_versions_request(3, 1);
+    let mut sent = 0usize;
+    while tokio::time::timeout(Duration::from_millis(500), stream.write_all(&request)).await.is_ok() {
+        sent += 1;
+        assert!(sent < 1_000_000, "the broker never stopped reading");
+    }
+    assert_eq!(server.open_connections(), 1);
+    let started = std::time::Instant::now();
+    server.shutdown().await.expect("clean shutdown");
+    let took = started.elapsed();
+    assert!(took >= grace, "the connection was given its grace ({took:?})");
+    assert!(took < grace + Duration::from_secs(5), "closed after the grace, not left open ({took:?})");
 }

@@ -47,6 +47,10 @@ pub(crate) struct ServeArgs {
     /// like Kafka's `group.initial.rebalance.delay.ms` [default: 3000].
     #[arg(long, env = "HERALD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long a shutdown lets connections finish what they owe before closing them
+    /// [default: 10000].
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
     /// Log filter, e.g. `info` or `herald_broker=debug` [default: info].
     #[arg(long, env = "HERALD_LOG")]
     log: Option<String>,
@@ -66,6 +70,7 @@ struct FileSettings {
     request_bytes_max: Option<u32>,
     in_flight_max: Option<usize>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
     /// Bounds of consumers' `session.timeout.ms` (Kafka: 6000 and 1800000).
     group_min_session_timeout_ms: Option<u64>,
     group_max_session_timeout_ms: Option<u64>,
@@ -93,11 +98,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let (broker, server) = settings(args, file)?;
+    let server_grace_ms = server.shutdown_grace.as_millis() as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let running = RunningBroker::start(broker, server).await?;
         wait_for_signal().await?;
-        tracing::info!("shutting down: finishing in-flight requests, then flushing logs");
+        tracing::info!(
+            grace_ms = server_grace_ms,
+            "shutting down: answering parked requests, finishing in-flight ones within the grace, then flushing logs"
+        );
         running.shutdown().await?;
         Ok(())
     })
@@ -143,6 +152,9 @@ fn settings(args: ServeArgs, file: FileSettings) -> anyhow::Result<(BrokerConfig
     }
     if let Some(ms) = args.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms) {
         broker.groups.initial_rebalance_delay_ms = ms.min(i64::MAX as u64) as i64;
+    }
+    if let Some(ms) = args.shutdown_grace_ms.or(file.shutdown_grace_ms) {
+        server.shutdown_grace = Duration::from_millis(ms);
     }
     if let Some(ms) = file.group_min_session_timeout_ms {
         broker.groups.min_session_timeout_ms = ms.min(i64::MAX as u64) as i64;
@@ -233,6 +245,7 @@ mod tests {
             request_bytes_max: None,
             in_flight_max: None,
             group_initial_rebalance_delay_ms: None,
+            shutdown_grace_ms: None,
             log: None,
         };
         let (broker, server) = settings(args, file).expect("settings");

@@ -30,7 +30,7 @@ pub(crate) fn fetch(broker: &Arc<Broker>, request: FetchRequest, call: Call) -> 
     let min_bytes = request.min_bytes.max(1) as usize;
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0);
     let wait = Duration::from_millis(wait_ms).min(broker.config().fetch_wait_max);
-    if bytes >= min_bytes || failed || wait.is_zero() {
+    if bytes >= min_bytes || failed || wait.is_zero() || broker.is_stopping() {
         return Ok(Reply::Ready(Some(call.respond(&response)?)));
     }
     let broker = Arc::clone(broker);
@@ -44,6 +44,9 @@ pub(crate) fn fetch(broker: &Arc<Broker>, request: FetchRequest, call: Call) -> 
                 Ok(Err(_)) | Err(_) => break,
             }
             changes.borrow_and_update();
+            if broker.is_stopping() {
+                break;
+            }
             let (broker, request) = (Arc::clone(&broker), Arc::clone(&request));
             let read = tokio::task::spawn_blocking(move || read_all(&broker, &request, call.version)).await;
             let Ok((latest, bytes, failed)) = read else { break };

@@ -32,6 +32,7 @@ pub(crate) fn code(error: GroupError) -> i16 {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
     };
     kafka.code()
 }

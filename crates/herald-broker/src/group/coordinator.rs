@@ -61,6 +61,8 @@ pub enum GroupError {
     NonEmptyGroup,
     /// GROUP_ID_NOT_FOUND.
     GroupIdNotFound,
+    /// NOT_COORDINATOR (the broker is giving its groups up: it is shutting down).
+    NotCoordinator,
 }
 
 /// Coordinator settings, each with Kafka's default.

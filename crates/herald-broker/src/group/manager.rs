@@ -31,10 +31,22 @@ enum Waiter {
     Sync(oneshot::Sender<SyncResult>),
 }
 
+impl Waiter {
+    /// Whether the request's receiver is gone (its connection closed).
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Join(sender) => sender.is_closed(),
+            Waiter::Sync(sender) => sender.is_closed(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     groups: HashMap<String, Group>,
     waiters: HashMap<(String, String), Waiter>,
+    /// Set by [`GroupManager::give_up`]: no request parks any more.
+    given_up: bool,
 }
 
 /// What ListGroups shows of a group.
@@ -89,6 +101,9 @@ impl GroupManager {
             return Err(GroupError::InvalidGroupId);
         }
         let mut inner = self.lock();
+        if inner.given_up {
+            return Err(GroupError::NotCoordinator);
+        }
         let group = inner.groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
         if group.state() == GroupState::Dead {
             *group = Group::new(group_id);
@@ -116,6 +131,9 @@ impl GroupManager {
         assignments: Vec<(String, Bytes)>,
     ) -> Pending<SyncResult> {
         let mut inner = self.lock();
+        if inner.given_up {
+            return Pending::Ready(SyncResult::error(GroupError::NotCoordinator));
+        }
         let Some(group) = inner.groups.get_mut(group_id) else {
             return Pending::Ready(SyncResult::error(GroupError::UnknownMember));
         };
@@ -255,14 +273,36 @@ impl GroupManager {
         Some(topics)
     }
 
+    /// Gives every group up, as Kafka's coordinator does when it moves a group away:
+    /// each parked JoinGroup and SyncGroup is answered NOT_COORDINATOR now, and later
+    /// ones at once, so a shutdown never waits for a rebalance to finish. Group state
+    /// and committed offsets are kept; the maintenance tick still expires sessions.
+    pub fn give_up(&self) {
+        let mut inner = self.lock();
+        inner.given_up = true;
+        for ((_, member_id), waiter) in inner.waiters.drain() {
+            match waiter {
+                Waiter::Join(sender) => {
+                    let _ = sender.send(JoinResult::error(GroupError::NotCoordinator, &member_id));
+                }
+                Waiter::Sync(sender) => {
+                    let _ = sender.send(SyncResult::error(GroupError::NotCoordinator));
+                }
+            }
+        }
+    }
+
+    /// Parked JoinGroup and SyncGroup requests whose connection still waits for them.
+    pub fn parked(&self) -> usize {
+        let inner = self.lock();
+        inner.waiters.values().filter(|w| !w.is_closed()).count()
+    }
+
     /// Expires sessions and ends join phases whose time is up.
     pub fn tick(&self, now_ms: i64) {
         let mut inner = self.lock();
         // Forget parked requests whose connection is gone.
-        inner.waiters.retain(|_, waiter| match waiter {
-            Waiter::Join(sender) => !sender.is_closed(),
-            Waiter::Sync(sender) => !sender.is_closed(),
-        });
+        inner.waiters.retain(|_, waiter| !waiter.is_closed());
         let ids: Vec<String> = inner.groups.keys().cloned().collect();
         for id in ids {
             let completions = match inner.groups.get_mut(&id) {
