@@ -44,7 +44,7 @@ enum GroupsCommand {
         #[arg(long, group = "target")]
         to_latest: bool,
         /// To the first record at or after this time (RFC 3339, e.g. 2026-11-27T08:00:00Z).
-        #[arg(long, group = "target", value_parser = parse_rfc3339_ms)]
+        #[arg(long, group = "target", value_parser = herald::time::parse_rfc3339_ms)]
         to_datetime: Option<i64>,
         /// Apply the plan (without it, nothing changes).
         #[arg(long)]
@@ -349,97 +349,9 @@ fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
     Some(out)
 }
 
-/// Milliseconds since the epoch for an RFC 3339 time (`2026-11-27T08:00:00Z`,
-/// fractional seconds and `±HH:MM` offsets allowed).
-fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
-    let bad = || format!("{text:?} is not an RFC 3339 time like 2026-11-27T08:00:00Z");
-    if !text.is_ascii() {
-        return Err(bad()); // also keeps the byte slicing below on character boundaries
-    }
-    let b = text.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |range: std::ops::Range<usize>| {
-        text.get(range)
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(bad)
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let valid_day =
-        usize::try_from(month - 1).ok().and_then(|m| month_days.get(m)).is_some_and(|&d| (1..=d).contains(&day));
-    if !valid_day || hour > 23 || minute > 59 || second > 60 {
-        return Err(bad());
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let first3 = &fraction[..digits.min(3)];
-        millis = first3.parse::<i64>().map_err(|_| bad())? * 10i64.pow(3 - first3.len() as u32);
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<i64>().ok()).flatten();
-            let (h, m) = (digits(&rest[1..3]).ok_or_else(bad)?, digits(&rest[4..6]).ok_or_else(bad)?);
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            sign * (h * 60 + m)
-        }
-        _ => return Err(bad()),
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(seconds * 1000 + millis)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_times_become_epoch_milliseconds() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-27T06:13:54.349Z"), Ok(1_795_760_034_349));
-        assert_eq!(parse_rfc3339_ms("2026-11-27T07:13:54.349+01:00"), Ok(1_795_760_034_349));
-        assert_eq!(parse_rfc3339_ms("2000-02-29T12:00:00.5Z"), Ok(951_825_600_500));
-        for bad in [
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "2026-11-27T00:00:00",
-            "2026-11-27T00:00:00.Z",
-            "2026-11-27T08:00:00+0\u{e9}00",
-            "2026-11-27T-1:-5:-9Z",
-            "2026-02-31T00:00:00Z",
-            "2026-11-27T00:00:00+99:99",
-        ] {
-            assert!(parse_rfc3339_ms(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn assignments_decode_and_garbage_does_not() {

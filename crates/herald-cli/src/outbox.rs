@@ -60,15 +60,15 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .init();
-    let config = RelayConfig {
-        name: args.name.clone(),
-        batch_size: args.batch_size.max(1),
-        lease_ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
-        poll_interval: Duration::from_millis(args.poll_interval_ms.max(1)),
-        retention: Duration::from_secs(args.retention_s),
-        ..RelayConfig::default()
-    };
-    let publisher = PublisherConfig::default().brokers(&args.brokers).client_id(&args.client_id);
+    let config = RelayConfig::default()
+        .name(&args.name)
+        .batch_size(args.batch_size.max(1))
+        .lease_ttl(Duration::from_millis(args.lease_ttl_ms.max(100)))
+        .poll_interval(Duration::from_millis(args.poll_interval_ms.max(1)))
+        .retention(Duration::from_secs(args.retention_s));
+    // A batch goes to the producer whole: waiting for more gains nothing.
+    let publisher =
+        PublisherConfig::default().brokers(&args.brokers).client_id(&args.client_id).linger(Duration::from_millis(1));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let url = args.database_url.as_str();

@@ -192,7 +192,7 @@ fn envelope(data: &[u8], event_type: &str, version: u32, source: &str) -> Result
         "eventId": event_id,
         "eventType": event_type,
         "eventVersion": format!("{version}.0.0"),
-        "timestamp": herald::envelope::rfc3339_now(),
+        "timestamp": herald::time::rfc3339_now(),
         "source": source,
         "data": data,
     });

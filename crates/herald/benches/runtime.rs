@@ -101,8 +101,10 @@ async fn publish_raw(bootstrap: &str, topic: &'static str, count: u64) -> f64 {
 }
 
 async fn publish_herald(bootstrap: &str, count: u64) -> f64 {
-    let publisher = Publisher::new(PublisherConfig::default().brokers(bootstrap).client_id("bench").linger_ms(5))
-        .expect("publisher");
+    let publisher = Publisher::new(
+        PublisherConfig::default().brokers(bootstrap).client_id("bench").linger(Duration::from_millis(5)),
+    )
+    .expect("publisher");
     drive(count, |n| {
         let publisher = publisher.clone();
         async move {

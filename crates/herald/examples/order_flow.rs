@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald::consumer::{Consumer, ConsumerConfig, Context, HandlerError};
+use herald::consumer::{Consumer, ConsumerConfig, Context};
 use herald::outbox::{Relay, RelayConfig, SqliteOutbox, sqlite_options};
 use herald::{Envelope, PublisherConfig};
 use serde::{Deserialize, Serialize};
@@ -59,10 +59,6 @@ struct OrderCancelled {
     reason: String,
 }
 herald::event!(OrderCancelled, type = "order.cancelled", version = 1, key = order_id);
-
-fn retry(error: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retryable(error.to_string())
-}
 
 /// Events of earlier runs on a long-lived broker are not this run's business.
 fn ours(order_id: &str, run: &str) -> bool {
@@ -114,15 +110,14 @@ async fn main() -> anyhow::Result<()> {
                     if !ours(&order_id, &run) {
                         return Ok(());
                     }
-                    let mut tx = pool.begin().await.map_err(retry)?;
+                    let mut tx = pool.begin().await?;
                     sqlx::query("UPDATE orders SET status = 'cancelled' WHERE id = ? AND status = 'placed'")
                         .bind(&order_id)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(retry)?;
+                        .await?;
                     let cancelled = OrderCancelled { order_id: order_id.clone(), reason: event.data.reason };
-                    outbox.enqueue_envelope(&mut tx, &ctx.follow_up(cancelled)).await.map_err(retry)?;
-                    tx.commit().await.map_err(retry)?;
+                    outbox.enqueue_envelope(&mut tx, &ctx.follow_up(cancelled)).await?;
+                    tx.commit().await?;
                     println!("order-service: order {order_id} cancelled, order.cancelled written with the update");
                     Ok(())
                 }
@@ -136,8 +131,7 @@ async fn main() -> anyhow::Result<()> {
                     sqlx::query("UPDATE orders SET status = 'confirmed' WHERE id = ? AND status = 'placed'")
                         .bind(&event.data.order_id)
                         .execute(&pool)
-                        .await
-                        .map_err(retry)?;
+                        .await?;
                     println!("order-service: order {} confirmed", event.data.order_id);
                     Ok(())
                 }
@@ -160,10 +154,10 @@ async fn main() -> anyhow::Result<()> {
                 if order.amount_cents > 50_000 {
                     println!("payment-service: card declined for {} ({} cents)", order.order_id, order.amount_cents);
                     let failed = PaymentFailed { order_id: order.order_id, reason: "card declined".into() };
-                    ctx.publish(failed).await.map_err(retry)?;
+                    ctx.publish(failed).await?;
                 } else {
                     println!("payment-service: charged {} cents for {}", order.amount_cents, order.order_id);
-                    ctx.publish(PaymentCompleted { order_id: order.order_id }).await.map_err(retry)?;
+                    ctx.publish(PaymentCompleted { order_id: order.order_id }).await?;
                 }
                 Ok(())
             }
@@ -184,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
                 println!("inventory-service: stock reserved for {}", event.data.order_id);
-                ctx.publish(InventoryReserved { order_id: event.data.order_id }).await.map_err(retry)?;
+                ctx.publish(InventoryReserved { order_id: event.data.order_id }).await?;
                 Ok(())
             }
         },

@@ -4,8 +4,6 @@
 //! "causationId"?, "traceId"?, "data" }`, camelCase JSON; unknown fields are ignored on read
 //! so producers can add fields without breaking consumers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -73,7 +71,7 @@ impl<E: Event> Envelope<E> {
             event_id: Uuid::now_v7(),
             event_type: E::TYPE.to_string(),
             event_version: format!("{}.0.0", E::VERSION),
-            timestamp: rfc3339_now(),
+            timestamp: crate::time::rfc3339_now(),
             source: source.into(),
             correlation_id: None,
             causation_id: None,
@@ -122,29 +120,6 @@ impl<E: Event> Envelope<E> {
     }
 }
 
-/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339_now() -> String {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    rfc3339_from_millis(ms)
-}
-
-/// Milliseconds since the Unix epoch as RFC 3339 UTC (proleptic Gregorian calendar).
-pub fn rfc3339_from_millis(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, milli) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1_000 % 60, ms_of_day % 1_000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,13 +130,6 @@ mod tests {
         email: String,
     }
     crate::event!(UserCreated, type = "user.created", version = 1, key = user_id);
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_from_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_from_millis(1_795_737_600_000), "2026-11-27T00:00:00.000Z");
-    }
 
     #[test]
     fn the_envelope_has_the_seeds_fields_and_ignores_unknown_ones() {

@@ -11,6 +11,22 @@
 //! key choice is safety by default: an idempotent producer with acks=all, names checked at
 //! compile time, and a size limit on every envelope.
 
+/// Builder methods for settings structs: `name(value) -> Self` per field, taking the
+/// given parameter type (`impl Into<String>` for text).
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[allow(clippy::useless_conversion)]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value.into();
+                self
+            }
+        )*
+    };
+}
+
+pub mod backoff;
 pub mod consumer;
 pub mod envelope;
 pub mod event;
@@ -20,6 +36,7 @@ pub mod outbox;
 pub mod publisher;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod time;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use event::Event;

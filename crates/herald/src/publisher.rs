@@ -12,7 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use crate::Event;
 use crate::envelope::{ENVELOPE_BYTES_MAX_DEFAULT, Envelope, EnvelopeError};
 
-/// Publisher settings; [`PublisherConfig::from_env`] reads the seeds' variables.
+/// Publisher settings: defaults, [`PublisherConfig::from_env`] for the seeds' variables,
+/// then builder methods. Times are [`Duration`]s; sizes end in their unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublisherConfig {
     /// `bootstrap.servers` (`KAFKA_BROKERS`).
@@ -21,12 +22,15 @@ pub struct PublisherConfig {
     pub client_id: String,
     /// `compression.codec`: none, gzip, snappy, lz4, zstd.
     pub compression: String,
-    /// `linger.ms`.
-    pub linger_ms: u32,
+    /// `linger.ms`: how long the producer waits to fill a batch.
+    pub linger: Duration,
     /// How long a publish may take before it fails (`message.timeout.ms`).
     pub timeout: Duration,
     /// Largest encoded envelope.
-    pub envelope_bytes_max: usize,
+    pub envelope_max_bytes: usize,
+    /// Further librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), applied
+    /// last, so they override herald's choices.
+    pub rdkafka: Vec<(String, String)>,
 }
 
 impl Default for PublisherConfig {
@@ -35,9 +39,10 @@ impl Default for PublisherConfig {
             brokers: "127.0.0.1:9092".to_string(),
             client_id: "herald".to_string(),
             compression: "none".to_string(),
-            linger_ms: 5,
+            linger: Duration::from_millis(5),
             timeout: Duration::from_secs(30),
-            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+            envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
+            rdkafka: Vec::new(),
         }
     }
 }
@@ -55,28 +60,34 @@ impl PublisherConfig {
         config
     }
 
-    /// Sets the brokers.
-    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
-        self.brokers = brokers.into();
-        self
+    setters! {
+        /// Sets the brokers.
+        brokers: impl Into<String>,
+        /// Sets the client id (and so the envelope's source).
+        client_id: impl Into<String>,
+        /// Sets the compression codec.
+        compression: impl Into<String>,
+        /// Sets `linger.ms`.
+        linger: Duration,
+        /// Sets how long a publish may take.
+        timeout: Duration,
+        /// Sets the largest encoded envelope.
+        envelope_max_bytes: usize,
     }
 
-    /// Sets the client id (and so the envelope's source).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = client_id.into();
+    /// Adds a librdkafka setting, applied after herald's own (for example
+    /// `.rdkafka("security.protocol", "SASL_SSL")`).
+    pub fn rdkafka(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.rdkafka.push((name.into(), value.into()));
         self
     }
+}
 
-    /// Sets the compression codec.
-    pub fn compression(mut self, codec: impl Into<String>) -> Self {
-        self.compression = codec.into();
-        self
-    }
-
-    /// Sets `linger.ms`.
-    pub fn linger_ms(mut self, linger_ms: u32) -> Self {
-        self.linger_ms = linger_ms;
-        self
+/// Applies `overrides` to `client`, after herald's own settings: every client herald
+/// creates goes through here.
+pub(crate) fn apply_overrides(client: &mut ClientConfig, overrides: &[(String, String)]) {
+    for (name, value) in overrides {
+        client.set(name, value);
     }
 }
 
@@ -92,6 +103,13 @@ pub enum PublishError {
     Config {
         /// The brokers.
         brokers: String,
+        /// What librdkafka said.
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// Events queued before a flush were not all acknowledged in time.
+    #[error("flushing the publisher's queue failed: {source}")]
+    Flush {
         /// What librdkafka said.
         #[source]
         source: Box<rdkafka::error::KafkaError>,
@@ -175,7 +193,7 @@ impl Publisher {
         topic_label: metrics::SharedString,
         envelope: &Envelope<E>,
     ) -> Result<Published, PublishError> {
-        let payload = envelope.to_json(self.config.envelope_bytes_max)?;
+        let payload = envelope.to_json(self.config.envelope_max_bytes)?;
         let key = envelope.data.key();
         let mut headers = OwnedHeaders::new_with_capacity(6);
         for (name, value) in envelope_headers(envelope).iter().flatten() {
@@ -215,16 +233,13 @@ impl Publisher {
 
     /// Waits until every queued event is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-        self.producer.flush(timeout).map_err(|source| PublishError::Delivery {
-            event_type: String::new(),
-            topic: String::new(),
-            source: Box::new(source),
-        })
+        self.producer.flush(timeout).map_err(|source| PublishError::Flush { source: Box::new(source) })
     }
 }
 
 /// The producer settings herald uses everywhere: idempotent, acks=all, murmur2_random
-/// (keys land where the Java client and kafkajs put them), and `config`'s choices.
+/// (keys land where the Java client and kafkajs put them), `config`'s choices, then its
+/// librdkafka overrides.
 pub(crate) fn producer_config(config: &PublisherConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
@@ -234,8 +249,9 @@ pub(crate) fn producer_config(config: &PublisherConfig) -> ClientConfig {
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
         .set("compression.codec", &config.compression)
-        .set("linger.ms", config.linger_ms.to_string())
+        .set("linger.ms", config.linger.as_millis().to_string())
         .set("message.timeout.ms", config.timeout.as_millis().to_string());
+    apply_overrides(&mut client, &config.rdkafka);
     client
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Running, UserCreated, wait};
+use herald::backoff::Backoff;
 use herald::consumer::{Consumer, ConsumerConfig, HandlerError, RetryPolicy};
 use herald::testkit::TestBroker;
 use herald::{Envelope, Publisher, PublisherConfig};
@@ -118,13 +119,9 @@ async fn poison_messages_are_dead_lettered_and_transient_failures_retried() {
     let transient_failures = |n: u32| if n % 20 == 3 { n % 4 + 1 } else { 0 }; // 5%, 1-4 failures
     let handled: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
     let attempts: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
-    let mut config = ConsumerConfig::new(b.clone(), "notification-service", &["user.created"]);
-    config.retry = RetryPolicy {
-        initial_delay: Duration::from_millis(2),
-        multiplier: 2.0,
-        max_delay: Duration::from_millis(20),
-        max_attempts: 6,
-    };
+    let backoff = Backoff::default().initial_delay(Duration::from_millis(2)).max_delay(Duration::from_millis(20));
+    let config = ConsumerConfig::new(b.clone(), "notification-service", &["user.created"])
+        .retry(RetryPolicy::default().backoff(backoff).max_attempts(6));
     let (h, a) = (Arc::clone(&handled), Arc::clone(&attempts));
     let consumer =
         Consumer::new(config).on(move |event: herald::Envelope<UserCreated>, ctx: herald::consumer::Context| {
@@ -340,9 +337,7 @@ async fn events_published_from_a_handler_carry_correlation_and_causation() {
     let notifications =
         Running::start(Consumer::new(ConsumerConfig::new(&b, "notification-service", &["user.created"])).on(
             |event: Envelope<UserCreated>, ctx: herald::consumer::Context| async move {
-                ctx.publish(WelcomeMailSent { user_id: event.data.user_id })
-                    .await
-                    .map_err(|e| HandlerError::Retryable(e.to_string()))?;
+                ctx.publish(WelcomeMailSent { user_id: event.data.user_id }).await?;
                 Ok(())
             },
         ));

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Running, UserCreated, publish, wait};
-use herald::consumer::{Consumer, ConsumerConfig, HandlerError};
-use herald::inbox::{SqliteInbox, now_ms};
+use herald::consumer::{Consumer, ConsumerConfig};
+use herald::inbox::SqliteInbox;
 use herald::testkit::TestBroker;
+use herald::time::now_ms;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const EVENTS: u32 = 3_000;
@@ -34,20 +35,16 @@ fn consumer(bootstrap: &str, pool: &sqlx::SqlitePool, tally: &Arc<Mutex<Tally>>)
     Consumer::new(config).on(move |event: herald::Envelope<UserCreated>, ctx: herald::consumer::Context| {
         let (pool, tally) = (pool.clone(), Arc::clone(&tally));
         async move {
-            let db = |e: sqlx::Error| HandlerError::Retryable(e.to_string());
-            let mut tx = pool.begin().await.map_err(db)?;
-            let first = SqliteInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms())
-                .await
-                .map_err(|e| HandlerError::Retryable(e.to_string()))?;
+            let mut tx = pool.begin().await?;
+            let first = SqliteInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms()).await?;
             if first {
                 sqlx::query("UPDATE balances SET total = total + ? WHERE user_id = ?")
                     .bind(i64::from(event.data.n))
                     .bind(&event.data.user_id)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                    .await?;
             }
-            tx.commit().await.map_err(db)?;
+            tx.commit().await?;
             let mut tally = tally.lock().expect("lock");
             tally.handled.insert(event.data.n);
             tally.runs += 1;

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Running, UserCreated, publish, rewind, wait};
-use herald::consumer::{Consumer, ConsumerConfig, ConsumerError, HandlerError, RetryPolicy};
-use herald::inbox::{Inbox, MemoryInbox, PostgresInbox, SqliteInbox, now_ms};
+use herald::backoff::Backoff;
+use herald::consumer::{Consumer, ConsumerConfig, ConsumerError, RetryPolicy};
+use herald::inbox::{Inbox, MemoryInbox, PostgresInbox, SqliteInbox};
 use herald::testkit::TestBroker;
+use herald::time::now_ms;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const EVENTS: u32 = 60;
@@ -178,11 +180,8 @@ async fn claims_in_the_handlers_transaction_make_effects_exactly_once_on_postgre
                 let (pool, table, calls) = (pool.clone(), table.clone(), Arc::clone(&handler_calls));
                 async move {
                     *calls.lock().expect("lock").entry(event.data.n).or_default() += 1;
-                    let db = |e: sqlx::Error| HandlerError::Retryable(e.to_string());
-                    let mut tx = pool.begin().await.map_err(db)?;
-                    let first = PostgresInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms())
-                        .await
-                        .map_err(|e| HandlerError::Retryable(e.to_string()))?;
+                    let mut tx = pool.begin().await?;
+                    let first = PostgresInbox::claim_in(&mut tx, &ctx.group, ctx.event_id, now_ms()).await?;
                     if first {
                         // Not idempotent on its own: a second run would send a second mail.
                         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -191,10 +190,9 @@ async fn claims_in_the_handlers_transaction_make_effects_exactly_once_on_postgre
                         )))
                         .bind(format!("{}#{}", event.data.user_id, event.data.n))
                         .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
+                        .await?;
                     }
-                    tx.commit().await.map_err(db)?;
+                    tx.commit().await?;
                     Ok(())
                 }
             },
@@ -223,13 +221,9 @@ async fn claims_in_the_handlers_transaction_make_effects_exactly_once_on_postgre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dedup_window_shorter_than_the_retry_horizon_is_refused() {
-    let mut config = ConsumerConfig::new("127.0.0.1:1", "short-window", &["user.created"]);
-    config.retry = RetryPolicy {
-        initial_delay: Duration::from_secs(1),
-        multiplier: 2.0,
-        max_delay: Duration::from_secs(60),
-        max_attempts: 5,
-    };
+    let backoff = Backoff::default().initial_delay(Duration::from_secs(1)).max_delay(Duration::from_secs(60));
+    let config = ConsumerConfig::new("127.0.0.1:1", "short-window", &["user.created"])
+        .retry(RetryPolicy::default().backoff(backoff).max_attempts(5));
     let inbox: Arc<dyn Inbox> = Arc::new(MemoryInbox::new(10, Duration::from_secs(10)));
     let result = Running::start(Consumer::new(config).inbox(inbox)).into_task().await;
     match result {

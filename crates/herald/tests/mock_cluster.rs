@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Running, UserCreated, wait};
+use herald::backoff::Backoff;
 use herald::consumer::{Consumer, ConsumerConfig, HandlerError, RetryPolicy};
 use herald::{Envelope, Publisher, PublisherConfig};
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -39,8 +40,9 @@ async fn publisher_and_consumer_work_across_three_brokers_and_a_leader_move() {
 
     let poisoned = |n: u32| n % 100 == 42;
     let handled: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
-    let mut config = ConsumerConfig::new(&b, "notification-service", &["user.created"]);
-    config.retry = RetryPolicy { initial_delay: Duration::from_millis(5), ..RetryPolicy::default() };
+    let backoff = Backoff::default().initial_delay(Duration::from_millis(5));
+    let config = ConsumerConfig::new(&b, "notification-service", &["user.created"])
+        .retry(RetryPolicy::default().backoff(backoff));
     let h = Arc::clone(&handled);
     let running = Running::start(Consumer::new(config).on(move |event: Envelope<UserCreated>, _ctx| {
         let handled = Arc::clone(&h);

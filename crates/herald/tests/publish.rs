@@ -92,7 +92,7 @@ async fn an_unreachable_broker_and_an_oversized_event_are_clear_errors() {
 
     let broker = TestBroker::start().await;
     let mut config = PublisherConfig::default().brokers(broker.bootstrap());
-    config.envelope_bytes_max = 1_000;
+    config.envelope_max_bytes = 1_000;
     let publisher = Publisher::new(config).expect("publisher");
     let big = UserCreated { user_id: "u".into(), email: "x".repeat(5_000) };
     let error = publisher.publish(big).await.expect_err("too large");

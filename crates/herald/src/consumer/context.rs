@@ -128,16 +128,16 @@ pub(crate) struct Ready {
 /// Decodes the payload and prepares the typed handler's future.
 pub(crate) type ErasedHandler = Arc<dyn Fn(&[u8], Context) -> Result<Ready, HandlerError> + Send + Sync>;
 
-/// Wraps a typed handler: decode the envelope (at most `envelope_bytes_max`), copy its ids
+/// Wraps a typed handler: decode the envelope (at most `envelope_max_bytes`), copy its ids
 /// into the context, and hand back the handler's future.
-pub(crate) fn erase<E, F, Fut>(handler: F, envelope_bytes_max: usize) -> ErasedHandler
+pub(crate) fn erase<E, F, Fut>(handler: F, envelope_max_bytes: usize) -> ErasedHandler
 where
     E: Event,
     F: Fn(Envelope<E>, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     Arc::new(move |payload: &[u8], mut context: Context| {
-        let envelope = Envelope::<E>::from_json(payload, envelope_bytes_max)
+        let envelope = Envelope::<E>::from_json(payload, envelope_max_bytes)
             .map_err(|error| HandlerError::Undecodable(error.to_string()))?;
         context.event_id = envelope.event_id;
         context.correlation_id.clone_from(&envelope.correlation_id);

@@ -8,7 +8,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::RetryPolicy;
 use super::record::Record;
-use crate::envelope::rfc3339_now;
+use crate::backoff::jitter;
+use crate::time::rfc3339_now;
 
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ pub(crate) async fn dead_letter(
     for (name, value) in DLQ_HEADERS.into_iter().zip(values) {
         headers = headers.insert(Header { key: name, value: Some(value) });
     }
-    let mut delay = retry.initial_delay;
+    let mut failures = 0;
     loop {
         let mut record = FutureRecord::to(&topic).headers(headers.clone());
         if let Some(payload) = message.payload_or_null() {
@@ -83,8 +84,8 @@ pub(crate) async fn dead_letter(
             }
             Err((error, _)) => {
                 tracing::error!(%topic, %error, "dead-letter publish failed; retrying before committing past it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(retry.max_delay);
+                failures += 1;
+                tokio::time::sleep(retry.backoff.delay(failures, jitter())).await;
             }
         }
     }

@@ -27,7 +27,8 @@ use super::record::Record;
 use super::runtime::UnknownTypes;
 use super::{ConsumerConfig, Context, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision};
 use crate::Publisher;
-use crate::inbox::{Inbox, now_ms};
+use crate::inbox::Inbox;
+use crate::time::now_ms;
 
 /// A partition: its topic (interned, so lookups do not allocate) and number.
 pub(crate) type Slot = (Arc<str>, i32);
@@ -547,8 +548,7 @@ async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, mut first: O
             }
             Err(error) => error,
         };
-        let jitter = f64::from(Uuid::now_v7().as_bytes()[15]) / 256.0;
-        match config.retry.decide(attempt, &error, jitter) {
+        match config.retry.decide(attempt, &error, crate::backoff::jitter()) {
             RetryDecision::RetryAfter(delay) => {
                 tracing::debug!(event_type, offset = record.offset(), attempt, %error, ?delay, "retrying");
                 route.retries.increment(1);

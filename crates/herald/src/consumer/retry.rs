@@ -3,26 +3,55 @@
 
 use std::time::Duration;
 
-/// What a handler reports when it fails.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+use crate::backoff::Backoff;
+
+/// What a handler reports when it fails. `?` turns any error into a retryable one;
+/// [`HandlerError::permanent`] marks one that no retry can fix.
+///
+/// Like `anyhow::Error`, it does not implement [`std::error::Error`] itself: that is what
+/// lets every error convert into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandlerError {
     /// Worth another try (a timeout, a dependency briefly down).
-    #[error("retryable: {0}")]
     Retryable(String),
     /// Will fail again however often it is tried (bad data, a rule violated).
-    #[error("permanent: {0}")]
     Permanent(String),
     /// The message could not be deserialized; never retried.
-    #[error("undecodable: {0}")]
     Undecodable(String),
     /// The handler panicked (set by the runtime, which catches the panic); never retried:
     /// the message is dead-lettered and the consumer carries on.
-    #[error("panicked: {0}")]
     Panicked(String),
 }
 
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    /// Any error, retryable: most failures of a handler's dependencies pass.
+    fn from(error: E) -> Self {
+        HandlerError::Retryable(error.to_string())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (HandlerError::Retryable(text)
+        | HandlerError::Permanent(text)
+        | HandlerError::Undecodable(text)
+        | HandlerError::Panicked(text)) = self;
+        write!(f, "{}: {text}", self.class())
+    }
+}
+
 impl HandlerError {
+    /// A failure no retry can fix (bad data, a rule violated): dead-lettered at once.
+    pub fn permanent(error: impl std::fmt::Display) -> Self {
+        HandlerError::Permanent(error.to_string())
+    }
+
+    /// A failure worth another try, from anything printable (`?` does this for errors).
+    pub fn retryable(error: impl std::fmt::Display) -> Self {
+        HandlerError::Retryable(error.to_string())
+    }
+
     /// The error class written to the dead-letter headers.
     pub fn class(&self) -> &'static str {
         match self {
@@ -43,61 +72,43 @@ pub enum RetryDecision {
     DeadLetter,
 }
 
-/// Exponential backoff: `initial_delay * multiplier^(attempt-1)`, capped at `max_delay`,
-/// then jittered to 50–100% so retries of many messages do not line up.
+/// Retries with exponential backoff and jitter ([`Backoff`]), up to `max_attempts`;
+/// permanent, undecodable and panicked failures dead-letter at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Delay before the second attempt.
-    pub initial_delay: Duration,
-    /// Growth per attempt.
-    pub multiplier: f64,
-    /// Upper bound of a delay.
-    pub max_delay: Duration,
+    /// The delays between attempts.
+    pub backoff: Backoff,
     /// Attempts in total, the first included (1 means never retry).
     pub max_attempts: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            initial_delay: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_delay: Duration::from_secs(30),
-            max_attempts: 5,
-        }
+        Self { backoff: Backoff::default(), max_attempts: 5 }
     }
 }
 
 impl RetryPolicy {
+    setters! {
+        /// Sets the delays between attempts.
+        backoff: Backoff,
+        /// Sets the attempts in total, the first included.
+        max_attempts: u32,
+    }
+
     /// After attempt number `attempt` (1-based) failed with `error`: retry or dead-letter.
     /// `jitter` in `[0, 1)` comes from the caller, so tests choose it.
     pub fn decide(&self, attempt: u32, error: &HandlerError, jitter: f64) -> RetryDecision {
         if !matches!(error, HandlerError::Retryable(_)) || attempt >= self.max_attempts {
             return RetryDecision::DeadLetter;
         }
-        RetryDecision::RetryAfter(self.delay(attempt, jitter))
-    }
-
-    /// The backoff after attempt number `attempt` (1-based) failed, whatever the error:
-    /// `initial_delay * multiplier^(attempt-1)`, capped, jittered to 50–100% by `jitter`
-    /// in `[0, 1)`. (The outbox relay, which never gives up, uses this alone.)
-    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-        let capped = base.min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
+        RetryDecision::RetryAfter(self.backoff.delay(attempt, jitter))
     }
 
     /// The longest time a message can spend in retries (no jitter): an inbox's dedup
     /// window must be at least this long.
     pub fn horizon(&self) -> Duration {
-        (1..self.max_attempts)
-            .map(|attempt| {
-                let exponent = i32::try_from(attempt - 1).unwrap_or(i32::MAX);
-                let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-                Duration::from_secs_f64(base.min(self.max_delay.as_secs_f64()))
-            })
-            .sum()
+        (1..self.max_attempts).map(|attempt| self.backoff.full_delay(attempt)).sum()
     }
 }
 
@@ -107,12 +118,9 @@ mod tests {
 
     #[test]
     fn delays_grow_cap_and_jitter_then_dead_letter() {
-        let policy = RetryPolicy {
-            initial_delay: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_delay: Duration::from_millis(500),
-            max_attempts: 5,
-        };
+        let backoff =
+            Backoff::default().initial_delay(Duration::from_millis(100)).max_delay(Duration::from_millis(500));
+        let policy = RetryPolicy::default().backoff(backoff).max_attempts(5);
         let retryable = HandlerError::Retryable("timeout".into());
         let full = |attempt| policy.decide(attempt, &retryable, 1.0);
         assert_eq!(full(1), RetryDecision::RetryAfter(Duration::from_millis(100)));

@@ -21,7 +21,9 @@ use super::context::{ErasedHandler, erase};
 use super::dispatch::{Dispatcher, Route, Shared, SharedProgress, Slot, lock};
 use super::{Context, HandlerError, RetryPolicy};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
-use crate::inbox::{Inbox, now_ms};
+use crate::inbox::Inbox;
+use crate::publisher::apply_overrides;
+use crate::time::now_ms;
 use crate::{Envelope, Event, Publisher, PublisherConfig};
 
 /// Messages taken from librdkafka's queue in one go, without a trip through the select
@@ -37,13 +39,18 @@ pub enum UnknownTypes {
     DeadLetter,
 }
 
-/// Settings of a [`Consumer`].
+/// Settings of a [`Consumer`]: [`ConsumerConfig::new`] or [`ConsumerConfig::from_env`],
+/// then builder methods. Times are [`Duration`]s; sizes end in their unit.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
-    /// `bootstrap.servers`.
+    /// `bootstrap.servers` (`KAFKA_BROKERS`).
     pub brokers: String,
-    /// `group.id`.
+    /// `group.id` (`KAFKA_CONSUMER_GROUP_ID`).
     pub group_id: String,
+    /// `client.id` (`KAFKA_CLIENT_ID`); the group id when empty. Also the client id and
+    /// envelope source of the default publisher (dead letters, [`Context::publish`]).
+    pub client_id: String,
     /// Topics to subscribe to.
     pub topics: Vec<String>,
     /// Messages of one partition handled at once (different keys only).
@@ -65,10 +72,12 @@ pub struct ConsumerConfig {
     /// next owner gets them again.
     pub shutdown_grace: Duration,
     /// Largest envelope read.
-    pub envelope_bytes_max: usize,
+    pub envelope_max_bytes: usize,
     /// `session.timeout.ms`.
     pub session_timeout: Duration,
-    /// Further librdkafka settings, applied last (so they override Herald's choices).
+    /// Further librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), applied
+    /// last (so they override herald's choices) to the consumer and to the default
+    /// publisher it creates for dead letters and follow-up events.
     pub rdkafka: Vec<(String, String)>,
 }
 
@@ -78,6 +87,7 @@ impl ConsumerConfig {
         Self {
             brokers: brokers.into(),
             group_id: group_id.into(),
+            client_id: String::new(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             in_flight_per_partition: 8,
             buffered_max: 10_000,
@@ -86,10 +96,68 @@ impl ConsumerConfig {
             park_keys_after_dead_letter: false,
             commit_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(30),
-            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+            envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
             session_timeout: Duration::from_secs(10),
             rdkafka: Vec::new(),
         }
+    }
+
+    /// Defaults reading `topics`, with the brokers, group id and client id from
+    /// `KAFKA_BROKERS` (else 127.0.0.1:9092), `KAFKA_CONSUMER_GROUP_ID` (else `herald`) and
+    /// `KAFKA_CLIENT_ID`.
+    pub fn from_env(topics: &[&str]) -> Self {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        let mut config =
+            Self::new(var("KAFKA_BROKERS", "127.0.0.1:9092"), var("KAFKA_CONSUMER_GROUP_ID", "herald"), topics);
+        config.client_id = var("KAFKA_CLIENT_ID", "");
+        config
+    }
+
+    setters! {
+        /// Sets the brokers.
+        brokers: impl Into<String>,
+        /// Sets the group id.
+        group_id: impl Into<String>,
+        /// Sets the client id.
+        client_id: impl Into<String>,
+        /// Sets the messages of one partition handled at once.
+        in_flight_per_partition: usize,
+        /// Sets the messages fetched but not finished before fetching pauses.
+        buffered_max: usize,
+        /// Sets the retry policy.
+        retry: RetryPolicy,
+        /// Sets what happens to messages without a handler.
+        unknown_types: UnknownTypes,
+        /// Sets whether a key's later messages follow its dead letter.
+        park_keys_after_dead_letter: bool,
+        /// Sets how often finished offsets are committed.
+        commit_interval: Duration,
+        /// Sets how long a stop waits for messages in flight.
+        shutdown_grace: Duration,
+        /// Sets the largest envelope read.
+        envelope_max_bytes: usize,
+        /// Sets `session.timeout.ms`.
+        session_timeout: Duration,
+    }
+
+    /// Adds a librdkafka setting, applied after herald's own to the consumer and its
+    /// default publisher (for example `.rdkafka("security.protocol", "SASL_SSL")`).
+    pub fn rdkafka(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.rdkafka.push((name.into(), value.into()));
+        self
+    }
+
+    /// The client id used: `client_id`, or the group id when that is empty.
+    fn effective_client_id(&self) -> &str {
+        if self.client_id.is_empty() { &self.group_id } else { &self.client_id }
+    }
+
+    /// The publisher a consumer makes when it is given none: the consumer's brokers,
+    /// client id and librdkafka overrides.
+    fn default_publisher(&self) -> PublisherConfig {
+        let mut publisher = PublisherConfig::default().brokers(&self.brokers).client_id(self.effective_client_id());
+        publisher.rdkafka = self.rdkafka.clone();
+        publisher
     }
 }
 
@@ -195,7 +263,7 @@ impl Consumer {
         F: Fn(Envelope<E>, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.handlers.insert(E::TYPE, erase(handler, self.config.envelope_bytes_max));
+        self.handlers.insert(E::TYPE, erase(handler, self.config.envelope_max_bytes));
         self
     }
 
@@ -235,6 +303,7 @@ impl Consumer {
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
+            .set("client.id", config.effective_client_id())
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
@@ -247,19 +316,16 @@ impl Consumer {
             // A subscribed topic created after the consumer started is only found at the
             // next metadata refresh: librdkafka's default is 5 minutes.
             .set("topic.metadata.refresh.interval.ms", "10000");
-        for (name, value) in &config.rdkafka {
-            client.set(name, value);
-        }
+        apply_overrides(&mut client, &config.rdkafka);
         let consumer: StreamConsumer<Rebalancer> = client.create_with_context(rebalancer).map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(setup)?;
         let publisher = match self.publisher {
             Some(publisher) => publisher,
-            None => Publisher::new(PublisherConfig::default().brokers(&config.brokers).client_id(&config.group_id))
-                .map_err(|source| ConsumerError::Publisher {
-                    group: config.group_id.clone(),
-                    source: Box::new(source),
-                })?,
+            None => Publisher::new(config.default_publisher()).map_err(|source| ConsumerError::Publisher {
+                group: config.group_id.clone(),
+                source: Box::new(source),
+            })?,
         };
         let _pruner = self.inbox.as_ref().map(|inbox| Pruner::start(Arc::clone(inbox)));
         let shared = Arc::new(Shared {

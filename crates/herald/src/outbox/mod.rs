@@ -140,7 +140,7 @@ impl Encoded {
             key: envelope.data.key(),
             headers,
             payload,
-            created_ms: crate::inbox::now_ms(),
+            created_ms: crate::time::now_ms(),
         })
     }
 }
@@ -310,7 +310,7 @@ macro_rules! migrate {
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(crate::outbox::database("apply migration"))?;
             sqlx::query($insert)
                 .bind(name)
-                .bind(crate::inbox::now_ms())
+                .bind(crate::time::now_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(crate::outbox::database("record migration"))?;

@@ -23,7 +23,7 @@ const CHANNEL: &str = "herald_outbox";
 pub struct PostgresOutbox {
     pool: PgPool,
     source: String,
-    envelope_bytes_max: usize,
+    envelope_max_bytes: usize,
     notify: bool,
     enqueued: Arc<Notify>,
 }
@@ -42,7 +42,7 @@ impl PostgresOutbox {
         Ok(Self {
             pool,
             source: "herald".into(),
-            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+            envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
             notify: false,
             enqueued: Arc::default(),
         })
@@ -85,7 +85,7 @@ impl PostgresOutbox {
         connection: &mut PgConnection,
         envelope: &Envelope<E>,
     ) -> Result<Uuid, OutboxError> {
-        let row = Encoded::new(envelope, E::TOPIC, self.envelope_bytes_max)?;
+        let row = Encoded::new(envelope, E::TOPIC, self.envelope_max_bytes)?;
         let sql = if self.notify {
             // One round trip; the notification is delivered when the transaction commits.
             "WITH row AS (INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) \

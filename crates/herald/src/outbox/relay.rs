@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::lease::Lease;
 use super::{OutboxRecord, OutboxStore, Position, Wakeups};
 use crate::PublisherConfig;
-use crate::consumer::RetryPolicy;
-use crate::inbox::now_ms;
+use crate::backoff::{Backoff, jitter};
 use crate::publisher::producer_config;
+use crate::time::now_ms;
 
 /// Settings of a [`Relay`].
 #[derive(Debug, Clone)]
@@ -43,12 +43,8 @@ pub struct RelayConfig {
     pub cleanup_interval: Duration,
     /// How often the backlog gauges are refreshed.
     pub stats_interval: Duration,
-    /// Backoff after a failure (database or broker); the relay never gives up, so
-    /// `max_attempts` is not used.
-    pub backoff: RetryPolicy,
-    /// The producer's `linger.ms`: a batch is handed over at once, so little is gained by
-    /// waiting for more.
-    pub linger_ms: u32,
+    /// Backoff after a failure (database or broker); the relay never gives up.
+    pub backoff: Backoff,
     /// How often the cursor is written back while batches keep coming (always when the
     /// relay goes idle or stops). A crash repeats at most this much (same event ids);
     /// fewer writes leave the database to the service (SQLite has one writer at a time).
@@ -68,16 +64,35 @@ impl Default for RelayConfig {
             retention: Duration::from_secs(3600),
             cleanup_interval: Duration::from_secs(10),
             stats_interval: Duration::from_secs(5),
-            backoff: RetryPolicy {
-                initial_delay: Duration::from_millis(100),
-                multiplier: 2.0,
-                max_delay: Duration::from_secs(10),
-                max_attempts: u32::MAX,
-            },
-            linger_ms: 1,
+            backoff: Backoff::default().max_delay(Duration::from_secs(10)),
             cursor_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(5),
         }
+    }
+}
+
+impl RelayConfig {
+    setters! {
+        /// Sets the relay name.
+        name: impl Into<String>,
+        /// Sets the rows read and sent at a time.
+        batch_size: usize,
+        /// Sets how often an idle relay looks for rows.
+        poll_interval: Duration,
+        /// Sets how long a lease lasts without renewal.
+        lease_ttl: Duration,
+        /// Sets how long published rows are kept.
+        retention: Duration,
+        /// Sets how often published rows past the retention are deleted.
+        cleanup_interval: Duration,
+        /// Sets how often the backlog gauges are refreshed.
+        stats_interval: Duration,
+        /// Sets the backoff after a failure.
+        backoff: Backoff,
+        /// Sets how often the cursor is written back while batches keep coming.
+        cursor_interval: Duration,
+        /// Sets how long a shutdown waits for a batch in flight.
+        shutdown_grace: Duration,
     }
 }
 
@@ -210,8 +225,11 @@ impl Metrics {
 }
 
 impl<S: OutboxStore> Relay<S> {
-    /// A relay publishing `store`'s rows with `publisher`'s brokers, client id and
-    /// compression.
+    /// A relay publishing `store`'s rows with every setting of `publisher` (brokers,
+    /// client id, compression, linger, librdkafka overrides) but two it needs for its
+    /// order: `message.timeout.ms` is 0 (a broker outage only delays) and
+    /// `enable.gapless.guarantee` is on. A batch is handed to the producer whole, so a
+    /// short linger (1 ms) serves it best.
     pub fn new(store: S, publisher: PublisherConfig, config: RelayConfig) -> Self {
         let owner = format!("{}-{}", std::process::id(), Uuid::now_v7().simple());
         Self { store, publisher, config, owner, observer: None }
@@ -230,8 +248,8 @@ impl<S: OutboxStore> Relay<S> {
 
     fn producer(&self) -> Result<FutureProducer, RelayError> {
         let mut client = producer_config(&self.publisher);
+        // Set after the overrides: the relay's order depends on both.
         client
-            .set("linger.ms", self.config.linger_ms.to_string())
             // Never time a message out: a broker outage keeps the batch queued (bounded by
             // the batch size) until the broker is back, in order.
             .set("message.timeout.ms", "0")
@@ -595,10 +613,6 @@ impl<S: OutboxStore> Relay<S> {
 
 /// Empty reads retried quickly (1, 2, 4, 8, 16 ms) before falling back to the poll interval.
 const QUICK_POLLS: u32 = 5;
-
-fn jitter() -> f64 {
-    f64::from(Uuid::now_v7().as_bytes()[15]) / 256.0
-}
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)

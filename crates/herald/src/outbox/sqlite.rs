@@ -35,7 +35,7 @@ pub fn sqlite_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
 pub struct SqliteOutbox {
     pool: SqlitePool,
     source: String,
-    envelope_bytes_max: usize,
+    envelope_max_bytes: usize,
     enqueued: Arc<Notify>,
 }
 
@@ -53,7 +53,7 @@ impl SqliteOutbox {
         Ok(Self {
             pool,
             source: "herald".into(),
-            envelope_bytes_max: ENVELOPE_BYTES_MAX_DEFAULT,
+            envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
             enqueued: Arc::default(),
         })
     }
@@ -81,7 +81,7 @@ impl SqliteOutbox {
         connection: &mut SqliteConnection,
         envelope: &Envelope<E>,
     ) -> Result<Uuid, OutboxError> {
-        let row = Encoded::new(envelope, E::TOPIC, self.envelope_bytes_max)?;
+        let row = Encoded::new(envelope, E::TOPIC, self.envelope_max_bytes)?;
         sqlx::query(
             "INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
         )
