@@ -36,7 +36,7 @@ fn header_lookup(message: &BorrowedMessage<'_>) -> HeaderLookup {
 
 /// Reads `count` dead letters from `topic` (from the beginning), failing after 60 s.
 fn read_dead_letters(bootstrap: &str, topic: &str, count: usize) -> Vec<(Envelope<UserCreated>, HeaderLookup)> {
-    read_from_start(bootstrap, topic, count, |message| {
+    common::read_from_start(bootstrap, topic, count, |message| {
         let envelope =
             Envelope::from_json(message.payload().expect("payload"), 1 << 20).expect("the original envelope");
         (envelope, header_lookup(message))
@@ -45,25 +45,7 @@ fn read_dead_letters(bootstrap: &str, topic: &str, count: usize) -> Vec<(Envelop
 
 /// The headers of `count` dead letters whose payloads need not be envelopes.
 fn read_dead_letters_raw(bootstrap: &str, topic: &str, count: usize) -> Vec<HeaderLookup> {
-    read_from_start(bootstrap, topic, count, header_lookup)
-}
-
-fn read_from_start<T>(bootstrap: &str, topic: &str, count: usize, map: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("dlq reader");
-    reader.subscribe(&[topic]).expect("subscribe");
-    let mut read = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read.len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} messages arrived from {topic}", read.len());
-        let Some(message) = tokio::task::block_in_place(|| reader.poll(Duration::from_millis(200))) else { continue };
-        read.push(map(&message.expect("message")));
-    }
-    read
+    common::read_from_start(bootstrap, topic, count, header_lookup)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

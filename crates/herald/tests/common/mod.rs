@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use herald::consumer::{Consumer, ConsumerError};
 use herald::{Publisher, PublisherConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -92,4 +93,28 @@ pub fn rewind(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
         list.add_partition_offset(topic, p, Offset::Offset(0)).expect("offset");
     }
     admin.commit(&list, rdkafka::consumer::CommitMode::Sync).expect("rewind commit");
+}
+
+/// Reads `count` messages of `topic` from the beginning (in a fresh group), mapped by
+/// `map`; fails after 60 s.
+pub fn read_from_start<T>(bootstrap: &str, topic: &str, count: usize, map: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("dlq reader");
+    reader.subscribe(&[topic]).expect("subscribe");
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} messages arrived from {topic}", read.len());
+        let Some(message) = tokio::task::block_in_place(|| reader.poll(Duration::from_millis(200))) else { continue };
+        match message {
+            Ok(message) => read.push(map(&message)),
+            // A topic created after the subscription is reported missing until it exists.
+            Err(error) => eprintln!("reading {topic}: {error}"),
+        }
+    }
+    read
 }

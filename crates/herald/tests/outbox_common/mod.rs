@@ -41,8 +41,11 @@ pub struct Relaying {
 
 impl Relaying {
     pub fn start<S: OutboxStore>(store: S, bootstrap: &str, config: RelayConfig) -> Self {
+        Self::start_with(store, PublisherConfig::default().brokers(bootstrap).client_id("outbox-relay"), config)
+    }
+
+    pub fn start_with<S: OutboxStore>(store: S, publisher: PublisherConfig, config: RelayConfig) -> Self {
         let (tx, acked) = mpsc::unbounded_channel();
-        let publisher = PublisherConfig::default().brokers(bootstrap).client_id("outbox-relay");
         let relay = Relay::new(store, publisher, config).observe(tx);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(relay.run(async move {
