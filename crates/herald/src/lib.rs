@@ -39,5 +39,10 @@ pub mod testkit;
 pub mod time;
 
 pub use envelope::{Envelope, EnvelopeError};
+
+/// The README's code blocks, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 pub use event::Event;
 pub use publisher::{PublishError, Published, Publisher, PublisherConfig};
