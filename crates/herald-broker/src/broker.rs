@@ -352,7 +352,7 @@ impl Broker {
         {
             return Ok((id, epoch + 1));
         }
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids = herald_log::sync::lock(&self.producer_ids);
         if ids.next >= ids.block_end {
             let end = ids.next + PRODUCER_ID_BLOCK;
             self.write_topics().registry.set_property(PRODUCER_ID_PROPERTY, &end.to_string())?;
@@ -440,7 +440,7 @@ impl Broker {
     /// Flushes and fsyncs every partition and marks each log cleanly closed. Partitions
     /// still referenced elsewhere are fsynced but not marked.
     pub fn close(self) -> Result<(), BrokerError> {
-        let topics = self.topics.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let topics = self.topics.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut first_error = None;
         if let Err(source) = self.groups.into_offsets().into_log().close() {
             tracing::error!(error = %source, "closing the group offsets log failed");
@@ -486,11 +486,11 @@ impl Broker {
     }
 
     fn read_topics(&self) -> RwLockReadGuard<'_, Topics> {
-        self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        herald_log::sync::read(&self.topics)
     }
 
     fn write_topics(&self) -> RwLockWriteGuard<'_, Topics> {
-        self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        herald_log::sync::write(&self.topics)
     }
 }
 

@@ -124,7 +124,7 @@ impl Partition {
     }
 
     fn producers(&self) -> MutexGuard<'_, ProducerState> {
-        self.producers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        herald_log::sync::lock(&self.producers)
     }
 }
 

@@ -26,6 +26,7 @@ mod recovery;
 mod scan;
 mod segment;
 mod storage;
+pub mod sync;
 #[doc(hidden)]
 pub mod testing;
 

@@ -125,14 +125,14 @@ impl Log {
 
     /// The settings this log runs with.
     pub fn config(&self) -> LogConfig {
-        *self.config.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *crate::sync::read(&self.config)
     }
 
     /// Changes the settings of the live log (a topic config change). Retention and
     /// rolling follow the new values from the next append or retention pass.
     pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
         config.validate()?;
-        *self.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        *crate::sync::write(&self.config) = config;
         Ok(())
     }
 
@@ -341,15 +341,15 @@ impl Log {
     }
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::read(&self.state)
     }
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::write(&self.state)
     }
 
     fn lock_sync(&self) -> MutexGuard<'_, ()> {
-        self.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.sync_lock)
     }
 
     pub(crate) fn high_watermark_of(&self, st: &State) -> u64 {

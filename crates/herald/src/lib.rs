@@ -34,6 +34,9 @@ pub mod inbox;
 pub mod names;
 pub mod outbox;
 pub mod publisher;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod schema;
+mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;

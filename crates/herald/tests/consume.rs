@@ -13,7 +13,6 @@ use herald::backoff::Backoff;
 use herald::consumer::{Consumer, ConsumerConfig, HandlerError, RetryPolicy};
 use herald::testkit::TestBroker;
 use herald::{Envelope, Publisher, PublisherConfig};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};

@@ -131,6 +131,10 @@ async fn with_a_sqlite_inbox_redelivered_events_run_once_even_after_reopening() 
             .await
             .expect("count");
         assert_eq!(rows, i64::from(EVENTS), "one inbox row per event");
+        // The table came from the inbox migration, recorded once however often it opens.
+        let applied: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM herald_schema").fetch_all(&pool).await.expect("herald_schema");
+        assert_eq!(applied, vec![("20261130000001_inbox".to_string(),)]);
         pool.close().await;
         if round == 1 {
             rewind(&b, "sqlite-inbox", "user.created", 3);

@@ -31,8 +31,8 @@ async fn the_publisher_the_consumer_and_its_dead_letters_reach_the_broker_only_t
 
     let handled = Arc::new(AtomicU32::new(0));
     let calls = Arc::clone(&handled);
-    let config = ConsumerConfig::new(NOWHERE, "overrides", &["user.created"])
-        .rdkafka("bootstrap.servers", broker.bootstrap());
+    let config =
+        ConsumerConfig::new(NOWHERE, "overrides", &["user.created"]).rdkafka("bootstrap.servers", broker.bootstrap());
     let consumer = Consumer::new(config).on(move |_event: Envelope<UserCreated>, _ctx| {
         calls.fetch_add(1, Ordering::SeqCst);
         async { Err(HandlerError::permanent("refused on purpose")) }

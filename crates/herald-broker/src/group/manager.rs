@@ -314,7 +314,7 @@ impl GroupManager {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        herald_log::sync::lock(&self.inner)
     }
 }
 

@@ -196,7 +196,7 @@ impl OffsetStore {
     }
 
     fn map(&self) -> MutexGuard<'_, BTreeMap<Key, Committed>> {
-        self.offsets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        herald_log::sync::lock(&self.offsets)
     }
 }
 

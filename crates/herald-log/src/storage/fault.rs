@@ -205,7 +205,7 @@ impl FaultStorage {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not hide the disk from the checks that follow.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -389,7 +389,7 @@ struct FaultFile {
 
 impl FaultFile {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 

@@ -11,7 +11,9 @@ use std::hash::BuildHasher;
 use foldhash::fast::{FixedState, RandomState};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
@@ -43,10 +45,6 @@ pub(crate) type SharedProgress = Arc<Mutex<FastMap<Slot, Progress>>>;
 
 /// Hash maps on the per-message path use foldhash: SipHash showed up in profiles.
 pub(crate) type FastMap<K, V> = HashMap<K, V, RandomState>;
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What the handler tasks share.
 pub(crate) struct Shared {

@@ -14,15 +14,17 @@ use std::time::Duration;
 
 use futures_core::Stream as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::context::{ErasedHandler, erase};
-use super::dispatch::{Dispatcher, Route, Shared, SharedProgress, Slot, lock};
-use super::{Context, HandlerError, RetryPolicy};
+use super::dispatch::{Dispatcher, Progress, Route, Shared, SharedProgress, Slot};
+use super::{Context, HandlerError, PartitionProgress, RetryPolicy};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::inbox::Inbox;
 use crate::publisher::apply_overrides;
+use crate::sync::lock;
 use crate::time::now_ms;
 use crate::{Envelope, Event, Publisher, PublisherConfig};
 
@@ -227,21 +229,13 @@ impl ClientContext for Rebalancer {}
 impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else { return };
-        let mut slots = Vec::new();
-        let mut list = TopicPartitionList::new();
-        {
+        let slots: Vec<Slot> = partitions.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
+        let revoked: Vec<(Slot, Progress)> = {
             let mut progress = lock(&self.progress);
-            for element in partitions.elements() {
-                let slot: Slot = (Arc::from(element.topic()), element.partition());
-                if let Some(offset) = progress.remove(&slot).and_then(|p| lock(&p).committable()) {
-                    let _ = list.add_partition_offset(&slot.0, slot.1, Offset::Offset(offset));
-                }
-                slots.push(slot);
-            }
-        }
-        if list.count() > 0
-            && let Err(error) = consumer.commit(&list, CommitMode::Async)
-        {
+            slots.iter().filter_map(|slot| progress.remove(slot).map(|p| (slot.clone(), p))).collect()
+        };
+        let list = commit_list(revoked.iter().map(|(slot, p)| (slot, p)), PartitionProgress::committable);
+        if let Err(error) = send_commit(consumer, &list) {
             tracing::debug!(%error, "commit on revoke failed; the next owner redelivers from the last commit");
         }
         tracing::debug!(partitions = slots.len(), "partitions revoked");
@@ -385,7 +379,7 @@ impl Consumer {
                     dispatcher.finish(done);
                 }
                 _ = commit_tick.tick() => {
-                    commit(&consumer, &progress, CommitMode::Async);
+                    commit(&consumer, &progress);
                     metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(dispatcher.buffered as f64);
                     if stopping && dispatcher.buffered == 0 {
                         break;
@@ -404,20 +398,13 @@ impl Consumer {
             }
         }
         drop(messages);
-        commit(&consumer, &progress, CommitMode::Async);
+        commit(&consumer, &progress);
         // Once more with everything committable so far, then a moment of polling so
         // librdkafka sends it and serves its result (a synchronous commit from inside the
         // async runtime can block forever). Messages that arrive meanwhile are neither
         // handled nor committed: they are redelivered.
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), p) in lock(&progress).iter() {
-            if let Some(offset) = lock(p).last_committable() {
-                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
-            }
-        }
-        if list.count() > 0
-            && let Err(error) = consumer.commit(&list, CommitMode::Async)
-        {
+        let list = commit_list(lock(&progress).iter(), |p| p.last_committable());
+        if let Err(error) = send_commit(&consumer, &list) {
             tracing::warn!(group = %config.group_id, %error, "final offset commit failed; the last messages will be redelivered");
         }
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
@@ -466,16 +453,32 @@ impl Drop for Pruner {
 }
 
 /// Commits each partition's finished prefix, if it moved.
-fn commit(consumer: &StreamConsumer<Rebalancer>, progress: &SharedProgress, mode: CommitMode) {
+fn commit(consumer: &StreamConsumer<Rebalancer>, progress: &SharedProgress) {
+    let list = commit_list(lock(progress).iter(), PartitionProgress::committable);
+    if let Err(error) = send_commit(consumer, &list) {
+        tracing::debug!(%error, "offset commit failed (a rebalance moves partitions; they are redelivered)");
+    }
+}
+
+/// The offsets to commit: `offset` of each partition's progress, where it has one.
+fn commit_list<'a>(
+    partitions: impl Iterator<Item = (&'a Slot, &'a Progress)>,
+    offset: impl Fn(&mut PartitionProgress) -> Option<i64>,
+) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), p) in lock(progress).iter() {
-        if let Some(offset) = lock(p).committable() {
+    for ((topic, partition), progress) in partitions {
+        if let Some(offset) = offset(&mut lock(progress)) {
             let _ = list.add_partition_offset(topic, *partition, Offset::Offset(offset));
         }
     }
-    if list.count() > 0
-        && let Err(error) = consumer.commit(&list, mode)
-    {
-        tracing::debug!(%error, "offset commit failed (a rebalance moves partitions; they are redelivered)");
-    }
+    list
+}
+
+/// Sends `list`, if not empty, as an asynchronous commit (a synchronous one from inside
+/// the async runtime can block forever). What a failed commit leaves out is redelivered.
+fn send_commit<C: ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    list: &TopicPartitionList,
+) -> KafkaResult<()> {
+    if list.count() == 0 { Ok(()) } else { consumer.commit(list, CommitMode::Async) }
 }

@@ -84,7 +84,7 @@ impl MemoryInbox {
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that
         // matters for dedup (worst case an entry is forgotten), so keep going.
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = crate::sync::lock(&self.state);
         f(&mut guard)
     }
 }

@@ -1,5 +1,6 @@
-//! Durable inboxes on SQLite and PostgreSQL: one table, `herald_inbox`, with the primary
-//! key (group_id, event_id), so the database itself refuses a second record of an event.
+//! Durable inboxes on SQLite and PostgreSQL: one table, `herald_inbox` (created by the
+//! migrations in `migrations/<backend>/`), with the primary key (group_id, event_id), so
+//! the database itself refuses a second record of an event.
 //! Both sides share the SQL text except for placeholders; a macro writes the two impls.
 
 use std::time::Duration;
@@ -15,8 +16,7 @@ fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> InboxError {
 macro_rules! sql_inbox {
     (
         $(#[$doc:meta])*
-        $name:ident, $feature:literal, $pool:ty, $conn:ty,
-        create_lock = $lock:literal,
+        $name:ident, $feature:literal, $backend:ident, $pool:ty, $conn:ty,
         insert = $insert:literal, select = $select:literal, delete = $delete:literal
     ) => {
         $(#[$doc])*
@@ -29,31 +29,15 @@ macro_rules! sql_inbox {
 
         #[cfg(feature = $feature)]
         impl $name {
-            /// Creates the `herald_inbox` table if missing; entries are kept for 7 days.
+            /// Applies herald's inbox migration (`herald_inbox`) if missing; entries are kept
+            /// for 7 days.
             pub async fn new(pool: $pool) -> Result<Self, InboxError> {
                 Self::with_window(pool, DURABLE_WINDOW_DEFAULT).await
             }
 
             /// Like [`new`](Self::new), keeping entries for `window`.
             pub async fn with_window(pool: $pool, window: Duration) -> Result<Self, InboxError> {
-                let mut tx = pool.begin().await.map_err(database("begin schema transaction"))?;
-                // Serializes concurrent creators (CREATE TABLE IF NOT EXISTS races on PostgreSQL).
-                if !$lock.is_empty() {
-                    sqlx::query($lock).execute(&mut *tx).await.map_err(database("lock for schema"))?;
-                }
-                sqlx::query(
-                    "CREATE TABLE IF NOT EXISTS herald_inbox (\
-                       group_id TEXT NOT NULL, event_id TEXT NOT NULL, recorded_at_ms BIGINT NOT NULL, \
-                       PRIMARY KEY (group_id, event_id))",
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(database("create table herald_inbox"))?;
-                sqlx::query("CREATE INDEX IF NOT EXISTS herald_inbox_recorded_at ON herald_inbox (recorded_at_ms)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(database("create index herald_inbox_recorded_at"))?;
-                tx.commit().await.map_err(database("commit schema"))?;
+                crate::schema::migrate!(pool, $backend, crate::schema::$backend::INBOX, database);
                 Ok(Self { pool, window })
             }
 
@@ -126,8 +110,7 @@ macro_rules! sql_inbox {
 sql_inbox!(
     /// The inbox in a SQLite database. Open the pool with WAL and `synchronous=FULL` (see
     /// README.md) so a claim that committed survives power loss.
-    SqliteInbox, "sqlite", sqlx::SqlitePool, sqlx::SqliteConnection,
-    create_lock = "",
+    SqliteInbox, "sqlite", sqlite, sqlx::SqlitePool, sqlx::SqliteConnection,
     insert = "INSERT INTO herald_inbox (group_id, event_id, recorded_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     select = "SELECT recorded_at_ms FROM herald_inbox WHERE group_id = ? AND event_id = ?",
     delete = "DELETE FROM herald_inbox WHERE recorded_at_ms < ?"
@@ -135,8 +118,7 @@ sql_inbox!(
 
 sql_inbox!(
     /// The inbox in a PostgreSQL database.
-    PostgresInbox, "postgres", sqlx::PgPool, sqlx::PgConnection,
-    create_lock = "SELECT pg_advisory_xact_lock(7345237111)",
+    PostgresInbox, "postgres", postgres, sqlx::PgPool, sqlx::PgConnection,
     insert = "INSERT INTO herald_inbox (group_id, event_id, recorded_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     select = "SELECT recorded_at_ms FROM herald_inbox WHERE group_id = $1 AND event_id = $2",
     delete = "DELETE FROM herald_inbox WHERE recorded_at_ms < $1"

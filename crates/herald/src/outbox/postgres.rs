@@ -12,9 +12,6 @@ use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, 
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::{Envelope, Event};
 
-const MIGRATIONS: [(&str, &str); 1] =
-    [("20261127000001_outbox", include_str!("../../migrations/postgres/20261127000001_outbox.sql"))];
-
 /// The channel `enqueue` notifies and the relay listens on.
 const CHANNEL: &str = "herald_outbox";
 
@@ -32,13 +29,7 @@ impl PostgresOutbox {
     /// Applies herald's outbox migrations (`herald_outbox`, `herald_outbox_relay`) if
     /// missing. Envelopes get `herald` as their source until [`source`](Self::source).
     pub async fn new(pool: PgPool) -> Result<Self, OutboxError> {
-        super::migrate!(
-            pool,
-            lock = "SELECT pg_advisory_xact_lock(7345237112)",
-            select = "SELECT name FROM herald_schema WHERE name = $1",
-            insert = "INSERT INTO herald_schema (name, applied_ms) VALUES ($1, $2)",
-            MIGRATIONS
-        );
+        crate::schema::migrate!(pool, postgres, crate::schema::postgres::OUTBOX, crate::outbox::database);
         Ok(Self {
             pool,
             source: "herald".into(),

@@ -14,9 +14,6 @@ use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, 
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::{Envelope, Event};
 
-const MIGRATIONS: [(&str, &str); 1] =
-    [("20261127000001_outbox", include_str!("../../migrations/sqlite/20261127000001_outbox.sql"))];
-
 /// Connection options for an outbox database at `path`: created if missing, WAL, and
 /// `synchronous=FULL`, so a committed transaction (and its events) survives power loss;
 /// with `NORMAL`, WAL mode may lose the last commits on power loss. A 5 s busy timeout
@@ -43,13 +40,7 @@ impl SqliteOutbox {
     /// Applies herald's outbox migrations if missing. Open `pool` with
     /// [`sqlite_options`] (WAL, `synchronous=FULL`) unless you know why not.
     pub async fn new(pool: SqlitePool) -> Result<Self, OutboxError> {
-        super::migrate!(
-            pool,
-            lock = "",
-            select = "SELECT name FROM herald_schema WHERE name = ?",
-            insert = "INSERT INTO herald_schema (name, applied_ms) VALUES (?, ?)",
-            MIGRATIONS
-        );
+        crate::schema::migrate!(pool, sqlite, crate::schema::sqlite::OUTBOX, crate::outbox::database);
         Ok(Self {
             pool,
             source: "herald".into(),

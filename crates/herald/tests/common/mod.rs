@@ -97,7 +97,12 @@ pub fn rewind(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
 
 /// Reads `count` messages of `topic` from the beginning (in a fresh group), mapped by
 /// `map`; fails after 60 s.
-pub fn read_from_start<T>(bootstrap: &str, topic: &str, count: usize, map: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
+pub fn read_from_start<T>(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    map: impl Fn(&BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()))
