@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = herald_broker::request::decode_request(bytes::Bytes::copy_from_slice(data));
+    let _ = herald_broker::internals::decode_request(bytes::Bytes::copy_from_slice(data));
 });

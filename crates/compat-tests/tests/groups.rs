@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_broker::BrokerConfig;
-use herald_broker::group::GroupConfig;
+use herald_broker::GroupConfig;
 use herald_compat_tests::{TestBroker, create_topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};

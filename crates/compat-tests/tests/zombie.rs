@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use herald_broker::BrokerConfig;
-use herald_broker::group::GroupConfig;
+use herald_broker::GroupConfig;
 use herald_compat_tests::TestBroker;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};

@@ -507,7 +507,7 @@ fn effective_log_config(config: &BrokerConfig, name: &str, meta: &TopicMeta) -> 
 }
 
 /// `<data dir>/<topic>-<partition>`, as Kafka lays it out.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+pub(crate) fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 

@@ -9,11 +9,11 @@
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer (Kafka's limit, hence `max.in.flight` ≤ 5).
-pub const CACHED_BATCHES: usize = 5;
+pub(crate) const CACHED_BATCHES: usize = 5;
 
 /// The producer fields of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerBatch {
+pub(crate) struct ProducerBatch {
     /// Producer id (`-1` for a non-idempotent producer).
     pub producer_id: i64,
     /// Producer epoch.
@@ -26,14 +26,14 @@ pub struct ProducerBatch {
 
 impl ProducerBatch {
     /// Sequence of the last record (sequences wrap from `i32::MAX` to 0).
-    pub fn last_sequence(&self) -> i32 {
+    pub(crate) fn last_sequence(&self) -> i32 {
         add_sequence(self.first_sequence, self.record_count - 1)
     }
 }
 
 /// Where a batch was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// Offset of its first record.
     pub base_offset: u64,
     /// Log append time or the batch's max timestamp, as answered to the producer.
@@ -42,7 +42,7 @@ pub struct Placement {
 
 /// What to do with a produced batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Write it, then call [`ProducerState::record`].
     Append,
     /// A retry of a batch still remembered: answer success with its original placement.
@@ -95,29 +95,31 @@ struct Entry {
 
 /// The producer state of one partition.
 #[derive(Debug, Clone, Default)]
-pub struct ProducerState {
+pub(crate) struct ProducerState {
     config: ProducerStateConfig,
     producers: HashMap<i64, Entry>,
 }
 
 impl ProducerState {
     /// Empty state with these settings.
-    pub fn new(config: ProducerStateConfig) -> Self {
+    pub(crate) fn new(config: ProducerStateConfig) -> Self {
         Self { config, producers: HashMap::new() }
     }
 
     /// Number of producers remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.producers.len()
     }
 
     /// True when no producer is remembered.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
 
     /// Decides what to do with `batch`. Does not change the state.
-    pub fn check(&self, batch: &ProducerBatch) -> Verdict {
+    pub(crate) fn check(&self, batch: &ProducerBatch) -> Verdict {
         if batch.producer_id < 0 {
             return Verdict::Append;
         }
@@ -156,7 +158,7 @@ impl ProducerState {
 
     /// Remembers a batch that is now in the log (after [`Verdict::Append`], or while
     /// rebuilding the state from the log after a restart).
-    pub fn record(&mut self, batch: &ProducerBatch, placement: Placement, now_ms: i64) {
+    pub(crate) fn record(&mut self, batch: &ProducerBatch, placement: Placement, now_ms: i64) {
         if batch.producer_id < 0 {
             return;
         }
@@ -184,7 +186,7 @@ impl ProducerState {
     }
 
     /// Forgets producers idle for longer than the expiration time. Returns how many.
-    pub fn expire(&mut self, now_ms: i64) -> usize {
+    pub(crate) fn expire(&mut self, now_ms: i64) -> usize {
         let before = self.producers.len();
         let limit = self.config.expiration_ms;
         self.producers.retain(|_, e| now_ms.saturating_sub(e.last_write_ms) <= limit);

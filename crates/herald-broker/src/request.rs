@@ -13,7 +13,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
@@ -22,13 +22,13 @@ use crate::api;
 use crate::broker::Broker;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
-pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
+pub(crate) const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 
 /// Kafka error code UNSUPPORTED_VERSION.
-pub const UNSUPPORTED_VERSION: i16 = 35;
+pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The APIs and version ranges this broker handles, as advertised by ApiVersions.
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -98,7 +98,7 @@ pub enum FrameError {
 }
 
 /// Checks a frame's length prefix before the body is read or allocated.
-pub fn frame_length(prefix: [u8; 4], request_bytes_max: u32) -> Result<usize, FrameError> {
+pub(crate) fn frame_length(prefix: [u8; 4], request_bytes_max: u32) -> Result<usize, FrameError> {
     let length = i32::from_be_bytes(prefix);
     let length = u32::try_from(length).map_err(|_| FrameError::NegativeLength(length))?;
     if length > request_bytes_max {
@@ -108,7 +108,7 @@ pub fn frame_length(prefix: [u8; 4], request_bytes_max: u32) -> Result<usize, Fr
 }
 
 /// The supported version range of `api`, if it is handled at all.
-pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+pub(crate) fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED_APIS.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
 }
 
@@ -225,7 +225,7 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, FrameEr
 }
 
 /// [`handle_frame`] for a request from `client_host` (shown to group tools, as Kafka does).
-pub fn handle_frame_from(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
+pub(crate) fn handle_frame_from(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
     let (call, request, client_id) = match decode_request(frame)? {
         Decoded::Request(call, request, client_id) => (call, request, client_id),
         Decoded::ApiVersionsFallback { correlation_id } => {
@@ -310,14 +310,6 @@ fn encode_response<R: Encodable + HeaderVersion>(
     header.encode(&mut out, R::header_version(version)).map_err(&failed)?;
     response.encode(&mut out, version).map_err(&failed)?;
     Ok(out.freeze())
-}
-
-/// Prefixes a response with its length, ready to write to the socket.
-pub fn with_length_prefix(response: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(4 + response.len());
-    out.put_u32(response.len() as u32);
-    out.put_slice(response);
-    out.freeze()
 }
 
 /// Turns a `kafka-protocol` error (an `anyhow::Error`) into a typed frame error.

@@ -10,7 +10,7 @@ use herald_log::LogConfig;
 
 /// Kafka's config types, as DescribeConfigs v3+ reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
+pub(crate) enum ConfigType {
     /// A 32-bit integer.
     Int = 3,
     /// A 64-bit integer.
@@ -21,7 +21,7 @@ pub enum ConfigType {
 
 /// One topic config this broker supports.
 #[derive(Debug, Clone, Copy)]
-pub struct ConfigDef {
+pub(crate) struct ConfigDef {
     /// Kafka's name.
     pub name: &'static str,
     /// Its type.
@@ -31,7 +31,7 @@ pub struct ConfigDef {
 }
 
 /// Every supported topic config, sorted by name.
-pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+pub(crate) const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "cleanup.policy", kind: ConfigType::List, doc: "Only \"delete\" (compaction is not supported)." },
     ConfigDef { name: "max.message.bytes", kind: ConfigType::Int, doc: "Largest record batch accepted." },
     ConfigDef {
@@ -49,13 +49,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
 ];
 
 /// The definition of `name`, if supported.
-pub fn definition(name: &str) -> Option<&'static ConfigDef> {
+pub(crate) fn definition(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
 /// Applies topic overrides to the broker's log defaults; the error says which config is
 /// wrong and why, in words fit for the client.
-pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+pub(crate) fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
     let mut config = *defaults;
     for (name, value) in overrides {
         apply(&mut config, name, value)?;
@@ -103,7 +103,7 @@ fn apply(config: &mut LogConfig, name: &str, value: &str) -> Result<(), String> 
 }
 
 /// The value a config has when a topic does not override it.
-pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
+pub(crate) fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
     let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     Some(match name {
         "cleanup.policy" => "delete".to_string(),

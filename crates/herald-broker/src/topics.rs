@@ -19,7 +19,7 @@ const TMP_FILE: &str = "topics.meta.tmp";
 const HEADER: &str = "herald-topics v1";
 
 /// Kafka's limit on topic name length.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 /// One topic's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub enum TopicError {
 
 /// The registry, in memory and on disk.
 #[derive(Debug)]
-pub struct TopicRegistry {
+pub(crate) struct TopicRegistry {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     contents: Contents,
@@ -97,7 +97,11 @@ struct Contents {
 impl TopicRegistry {
     /// Loads the registry of `dir` (empty if there is none yet). `partitions_max` bounds
     /// every partition count.
-    pub fn open(storage: Arc<dyn Storage>, dir: impl Into<PathBuf>, partitions_max: u32) -> Result<Self, TopicError> {
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        partitions_max: u32,
+    ) -> Result<Self, TopicError> {
         let dir = dir.into();
         storage.create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let contents = read(&*storage, &dir)?;
@@ -105,22 +109,22 @@ impl TopicRegistry {
     }
 
     /// All topics, by name.
-    pub fn topics(&self) -> &BTreeMap<String, TopicMeta> {
+    pub(crate) fn topics(&self) -> &BTreeMap<String, TopicMeta> {
         &self.contents.topics
     }
 
     /// One topic.
-    pub fn get(&self, name: &str) -> Option<&TopicMeta> {
+    pub(crate) fn get(&self, name: &str) -> Option<&TopicMeta> {
         self.contents.topics.get(name)
     }
 
     /// A broker property (e.g. the cluster id).
-    pub fn property(&self, key: &str) -> Option<&str> {
+    pub(crate) fn property(&self, key: &str) -> Option<&str> {
         self.contents.properties.get(key).map(String::as_str)
     }
 
     /// Sets a broker property durably. Keys and values may not contain tabs or newlines.
-    pub fn set_property(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
+    pub(crate) fn set_property(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
         if key.is_empty() || key.contains(['\t', '\n']) || value.contains(['\t', '\n']) {
             return Err(TopicError::InvalidConfig(key.to_string()));
         }
@@ -130,7 +134,12 @@ impl TopicRegistry {
     }
 
     /// Creates a topic.
-    pub fn create(&mut self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
+    pub(crate) fn create(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
         validate_name(name)?;
         if self.contents.topics.contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
@@ -143,7 +152,7 @@ impl TopicRegistry {
     }
 
     /// Deletes a topic from the registry (its partition directories go afterwards).
-    pub fn delete(&mut self, name: &str) -> Result<TopicMeta, TopicError> {
+    pub(crate) fn delete(&mut self, name: &str) -> Result<TopicMeta, TopicError> {
         let meta = self.contents.topics.get(name).cloned().ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         self.commit(|c| {
             c.topics.remove(name);
@@ -152,7 +161,7 @@ impl TopicRegistry {
     }
 
     /// Raises a topic's partition count (Kafka never lowers it).
-    pub fn set_partitions(&mut self, name: &str, count: u32) -> Result<(), TopicError> {
+    pub(crate) fn set_partitions(&mut self, name: &str, count: u32) -> Result<(), TopicError> {
         let current = self.contents.topics.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?.partitions;
         if count <= current {
             let reason = "partitions can only be added";
@@ -163,7 +172,7 @@ impl TopicRegistry {
     }
 
     /// Replaces a topic's config overrides.
-    pub fn set_configs(&mut self, name: &str, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
+    pub(crate) fn set_configs(&mut self, name: &str, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
         if !self.contents.topics.contains_key(name) {
             return Err(TopicError::Unknown(name.to_string()));
         }
@@ -190,7 +199,7 @@ impl TopicRegistry {
 }
 
 /// Kafka's topic name rules.
-pub fn validate_name(name: &str) -> Result<(), TopicError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), TopicError> {
     let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
     let ok = !name.is_empty()
         && name.len() <= TOPIC_NAME_BYTES_MAX

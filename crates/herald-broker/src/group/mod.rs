@@ -1,9 +1,9 @@
 //! Consumer groups: the coordinator state machine ([`coordinator`], plain code driven by
 //! `now`), its async edge ([`manager`]), and committed offsets ([`offsets`]).
 
-pub mod coordinator;
-pub mod manager;
-pub mod offsets;
+pub(crate) mod coordinator;
+pub(crate) mod manager;
+pub(crate) mod offsets;
 
 pub use coordinator::{Group, GroupConfig, GroupError, GroupState};
 pub use manager::{GroupListing, GroupManager, Pending};

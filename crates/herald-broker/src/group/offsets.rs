@@ -20,7 +20,7 @@ use kafka_protocol::records::{
 
 /// Directory of the offsets log inside the data directory ('@' never appears in a topic
 /// name, so it cannot collide with a partition directory).
-pub const OFFSETS_DIR: &str = "@group-offsets";
+pub(crate) const OFFSETS_DIR: &str = "@group-offsets";
 
 const COMMIT: u8 = 1;
 const DELETE_OFFSET: u8 = 2;

@@ -25,9 +25,11 @@ use uuid::Uuid;
 
 use super::context::{CatchPanic, ErasedHandler, HandlerFuture, Ready, catch_poll, start};
 use super::dead_letter::{Failure, dead_letter};
+use super::progress::PartitionProgress;
 use super::record::Record;
 use super::runtime::UnknownTypes;
-use super::{ConsumerConfig, Context, HandlerError, KeyedScheduler, PartitionProgress, RetryDecision};
+use super::scheduler::KeyedScheduler;
+use super::{ConsumerConfig, Context, HandlerError, RetryDecision};
 use crate::Publisher;
 use crate::inbox::Inbox;
 use crate::time::now_ms;

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 /// Progress of one partition's in-flight messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionProgress {
+pub(super) struct PartitionProgress {
     /// Offsets received and not yet passed by the committable point, in increasing order,
     /// each with whether it is finished. Offsets arrive in order, so receiving appends and
     /// finishing is a binary search; no allocation per message once the ring has grown.
@@ -23,13 +23,14 @@ pub struct PartitionProgress {
 
 impl PartitionProgress {
     /// Empty progress.
-    pub fn new() -> Self {
+    #[cfg(test)]
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// A message at `offset` was handed to a handler (offsets normally arrive in increasing
     /// order; an earlier one, after a seek, is placed where it belongs).
-    pub fn received(&mut self, offset: i64) {
+    pub(super) fn received(&mut self, offset: i64) {
         match self.window.back() {
             Some((last, _)) if *last >= offset => {
                 let at = self.window.partition_point(|(o, _)| *o < offset);
@@ -53,7 +54,7 @@ impl PartitionProgress {
 
     /// A message at `offset` was received and finished at once: `received` then
     /// `finished`, without touching the window when nothing else is in flight.
-    pub fn passed(&mut self, offset: i64) {
+    pub(super) fn passed(&mut self, offset: i64) {
         if self.window.is_empty() && self.next.is_none_or(|n| offset >= n) {
             self.next = Some(offset + 1);
         } else {
@@ -63,7 +64,7 @@ impl PartitionProgress {
     }
 
     /// The message at `offset` is finished (handled, skipped, or acknowledged by the DLQ).
-    pub fn finished(&mut self, offset: i64) {
+    pub(super) fn finished(&mut self, offset: i64) {
         let at = self.window.partition_point(|(o, _)| *o < offset);
         if let Some(entry) = self.window.get_mut(at).filter(|(o, done)| *o == offset && !*done) {
             entry.1 = true;
@@ -75,18 +76,19 @@ impl PartitionProgress {
     }
 
     /// Messages received and not finished.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
         self.unfinished
     }
 
     /// The last offset handed out by [`PartitionProgress::committable`].
-    pub fn last_committable(&self) -> Option<i64> {
+    pub(super) fn last_committable(&self) -> Option<i64> {
         self.committed
     }
 
     /// The offset to commit now (Kafka's "next offset to read"), if it moved since the
     /// last call: every offset below it is finished.
-    pub fn committable(&mut self) -> Option<i64> {
+    pub(super) fn committable(&mut self) -> Option<i64> {
         // Finished entries at the front are popped as they finish, so the front (if any)
         // is the lowest unfinished offset.
         let safe = match self.window.front() {

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 
 use super::context::{ErasedHandler, erase};
 use super::dispatch::{Dispatcher, Progress, Route, Shared, SharedProgress, Slot};
-use super::{Context, HandlerError, PartitionProgress, RetryPolicy};
+use super::progress::PartitionProgress;
+use super::{Context, HandlerError, RetryPolicy};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::inbox::Inbox;
 use crate::publisher::apply_overrides;

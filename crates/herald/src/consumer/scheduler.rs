@@ -10,7 +10,7 @@ use std::hash::Hash;
 
 /// One queued message: its offset, key and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued<T, K = Vec<u8>> {
+pub(super) struct Queued<T, K = Vec<u8>> {
     /// The offset.
     pub offset: i64,
     /// The partition key, if any.
@@ -21,7 +21,7 @@ pub struct Queued<T, K = Vec<u8>> {
 
 /// The scheduler of one partition.
 #[derive(Debug)]
-pub struct KeyedScheduler<T, K = Vec<u8>> {
+pub(super) struct KeyedScheduler<T, K = Vec<u8>> {
     capacity: usize,
     queue: VecDeque<Queued<T, K>>,
     /// Keys with a message running.
@@ -31,28 +31,29 @@ pub struct KeyedScheduler<T, K = Vec<u8>> {
 
 impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
     /// At most `capacity` messages of this partition run at once (at least 1).
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self { capacity: capacity.max(1), queue: VecDeque::new(), running_keys: HashSet::default(), running: 0 }
     }
 
     /// Queues a message (call in offset order).
-    pub fn push(&mut self, offset: i64, key: Option<K>, item: T) {
+    pub(super) fn push(&mut self, offset: i64, key: Option<K>, item: T) {
         self.queue.push_back(Queued { offset, key, item });
     }
 
     /// Messages queued but not started.
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
         self.queue.len()
     }
 
     /// Whether nothing is queued or running: a message pushed now would start at once.
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.running == 0
     }
 
     /// Starts a message without queueing it, for a caller that saw [`is_idle`](Self::is_idle)
     /// (so nothing can be ahead of it); same as `push` then `start_next`.
-    pub fn start_now(&mut self, key: Option<K>) {
+    pub(super) fn start_now(&mut self, key: Option<K>) {
         debug_assert!(self.is_idle());
         if let Some(k) = key {
             self.running_keys.insert(k);
@@ -61,21 +62,21 @@ impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
     }
 
     /// Drops every queued message (running ones are unaffected); returns how many.
-    pub fn clear_queued(&mut self) -> usize {
+    pub(super) fn clear_queued(&mut self) -> usize {
         let queued = self.queue.len();
         self.queue.clear();
         queued
     }
 
     /// Messages started and not finished.
-    pub fn running(&self) -> usize {
+    pub(super) fn running(&self) -> usize {
         self.running
     }
 
     /// The next message that may start now, if any: the first queued one whose key has
     /// nothing running (which is then that key's earliest message, since the queue is in
     /// offset order).
-    pub fn start_next(&mut self) -> Option<Queued<T, K>> {
+    pub(super) fn start_next(&mut self) -> Option<Queued<T, K>> {
         if self.running >= self.capacity {
             return None;
         }
@@ -89,7 +90,7 @@ impl<T, K: Hash + Eq + Clone> KeyedScheduler<T, K> {
     }
 
     /// A started message finished; its key may run its next message.
-    pub fn finished(&mut self, key: Option<&K>) {
+    pub(super) fn finished(&mut self, key: Option<&K>) {
         self.running = self.running.saturating_sub(1);
         if let Some(k) = key {
             self.running_keys.remove(k);

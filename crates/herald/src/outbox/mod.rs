@@ -282,4 +282,3 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// A fresh source of wakeups.
     fn wakeups(&self) -> impl Future<Output = Result<Wakeups, OutboxError>> + Send;
 }
-
