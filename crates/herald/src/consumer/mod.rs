@@ -10,7 +10,9 @@
 mod context;
 mod dead_letter;
 mod dispatch;
+mod handling;
 mod headers;
+mod partitions;
 mod progress;
 mod record;
 mod retry;

@@ -19,7 +19,9 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::context::{ErasedHandler, erase};
-use super::dispatch::{Dispatcher, Progress, Route, Shared, SharedProgress, Slot};
+use super::dispatch::{Dispatcher, SharedProgress, Slot};
+use super::handling::{Route, Shared};
+use super::partitions::Progress;
 use super::progress::PartitionProgress;
 use super::{Context, HandlerError, RetryPolicy};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
@@ -343,7 +345,7 @@ impl Consumer {
         loop {
             tokio::select! {
                 () = &mut shutdown, if !stopping => {
-                    tracing::debug!(group = %config.group_id, buffered = dispatcher.buffered, "stopping: finishing in-flight messages");
+                    tracing::debug!(group = %config.group_id, buffered = dispatcher.buffered(), "stopping: finishing in-flight messages");
                     stopping = true;
                     deadline = tokio::time::Instant::now() + config.shutdown_grace;
                 }
@@ -381,14 +383,14 @@ impl Consumer {
                 }
                 _ = commit_tick.tick() => {
                     commit(&consumer, &progress);
-                    metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(dispatcher.buffered as f64);
-                    if stopping && dispatcher.buffered == 0 {
+                    metrics::gauge!("herald_in_flight", "group" => config.group_id.clone()).set(dispatcher.buffered() as f64);
+                    if stopping && dispatcher.buffered() == 0 {
                         break;
                     }
                     if stopping && tokio::time::Instant::now() >= deadline {
                         tracing::warn!(
                             group = %config.group_id,
-                            in_flight = dispatcher.buffered,
+                            in_flight = dispatcher.buffered(),
                             grace = ?config.shutdown_grace,
                             "shutdown grace over: cancelling the messages still in flight; they stay uncommitted"
                         );
