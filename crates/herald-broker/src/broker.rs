@@ -448,9 +448,16 @@ impl Broker {
         }
         for (topic, partitions) in topics.partitions {
             for (index, partition) in partitions.into_iter().enumerate() {
-                let result = match Arc::try_unwrap(partition) {
+                let result = match unwrap_when_released(partition) {
                     Ok(partition) => partition.into_log().close(),
-                    Err(shared) => shared.log().sync().map(|_| ()),
+                    Err(shared) => {
+                        tracing::warn!(
+                            topic,
+                            partition = index,
+                            "still in use at close; fsynced without the clean mark"
+                        );
+                        shared.log().sync().map(|_| ())
+                    }
                 };
                 if let Err(source) = result {
                     tracing::error!(topic, partition = index, error = %source, "close failed");
@@ -492,6 +499,20 @@ impl Broker {
     fn write_topics(&self) -> RwLockWriteGuard<'_, Topics> {
         herald_log::sync::write(&self.topics)
     }
+}
+
+/// The partition itself once nothing else holds it: a request cancelled at shutdown may
+/// still be finishing its fsync on a blocking thread, which takes moments, so this waits
+/// up to a second for it.
+fn unwrap_when_released(mut partition: Arc<Partition>) -> Result<Partition, Arc<Partition>> {
+    for _ in 0..100 {
+        match Arc::try_unwrap(partition) {
+            Ok(partition) => return Ok(partition),
+            Err(shared) => partition = shared,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Arc::try_unwrap(partition)
 }
 
 impl BrokerConfig {

@@ -121,6 +121,30 @@ impl Server {
     }
 }
 
+/// One open connection's slot: frees it and logs the count when dropped, also when the
+/// connection's task is aborted at the end of a shutdown's grace.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<Connections>,
+    peer: SocketAddr,
+}
+
+impl Slot {
+    fn open(permit: tokio::sync::OwnedSemaphorePermit, slots: Arc<Connections>, peer: SocketAddr) -> Self {
+        tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection opened");
+        Self { _permit: permit, slots, peer }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The count is read after the permit is released (fields drop after this body), so
+        // it says one more than is open: subtract it here.
+        let open = self.slots.open().saturating_sub(1);
+        tracing::debug!(target: CONNECTIONS, peer = %self.peer, open, "connection closed");
+    }
+}
+
 /// The connection slots: a semaphore whose taken permits are the open connections.
 #[derive(Debug)]
 struct Connections {
@@ -182,15 +206,11 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 };
-                tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection opened");
-                let (config, broker, slots, stopped) =
-                    (Arc::clone(&config), Arc::clone(&broker), Arc::clone(&slots), connection_stopped.clone());
+                let slot = Slot::open(permit, Arc::clone(&slots), peer);
+                let (config, broker, stopped) = (Arc::clone(&config), Arc::clone(&broker), connection_stopped.clone());
                 connections.spawn(async move {
                     let result = serve_connection(stream, &config, broker, stopped).await;
-                    // The slot frees before the peer can see the close, so a client that
-                    // reconnects at once is not turned away.
-                    drop(permit);
-                    tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection closed");
+                    drop(slot);
                     if let Err(reason) = result {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
@@ -272,11 +292,17 @@ async fn serve_connection(
     match read {
         // Dropping the writer drops the answers and cancels the requests still waiting.
         Ok(ReadEnd::PeerClosed) | Err(ConnectionEnd::Io(_)) => read.map(drop),
-        // Write what is owed (a bad frame's earlier answers, or a shutdown's), unless the
-        // peer leaves first. The shutdown grace bounds this wait.
-        Ok(ReadEnd::Stopped) | Err(_) => tokio::select! {
+        // Write what a shutdown owes, unless the peer leaves first; the grace bounds this.
+        Ok(ReadEnd::Stopped) => tokio::select! {
+            written = &mut writer.0 => joined(written),
+            () = peer_closed(&mut reader) => Ok(()),
+        },
+        // A bad frame: write the answers before it, for at most `request_timeout` (a parked
+        // request may wait far longer, and unread bytes can hide the peer's close).
+        Err(_) => tokio::select! {
             written = &mut writer.0 => read.map(drop).and(joined(written)),
             () = peer_closed(&mut reader) => read.map(drop),
+            () = tokio::time::sleep(config.request_timeout) => read.map(drop),
         },
     }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use herald_broker::{BrokerConfig, RunningBroker, ServerConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, JoinGroupRequest, JoinGroupResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, JoinGroupRequest, JoinGroupResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,6 +206,39 @@ async fn shutdown_answers_a_parked_join_not_coordinator_without_waiting_for_the_
     assert_eq!(response.error_code, 16, "NOT_COORDINATOR");
     assert!(closed(&mut stream).await, "then the connection closes");
     // Well inside the 60 s rebalance delay and the default 10 s grace.
+    tokio::time::timeout(Duration::from_secs(5), shutdown).await.expect("prompt").expect("task").expect("clean");
+}
+
+#[tokio::test]
+async fn shutdown_answers_a_long_poll_at_once_with_what_it_has() {
+    let (server, _dir) = start(config()).await;
+    server.broker().create_topic("quiet", Some(1), Default::default(), false).expect("topic");
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("quiet")))
+        .with_partitions(vec![partition]);
+    // Would wait up to the broker's cap for a record that never comes.
+    let request = FetchRequest::default()
+        .with_max_wait_ms(60_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic]);
+    stream.write_all(&frame(ApiKey::Fetch, 12, 3, &request)).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shutdown = tokio::spawn(server.shutdown());
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut prefix))
+        .await
+        .expect("answered long before the fetch's own deadline")
+        .expect("an answer before the close");
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut body).await.expect("response body");
+    let mut bytes = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut bytes, FetchResponse::header_version(12)).expect("header");
+    let response = FetchResponse::decode(&mut bytes, 12).expect("body");
+    assert_eq!(header.correlation_id, 3);
+    assert_eq!(response.responses[0].partitions[0].error_code, 0, "an empty answer, not an error");
     tokio::time::timeout(Duration::from_secs(5), shutdown).await.expect("prompt").expect("task").expect("clean");
 }
 

@@ -47,8 +47,8 @@ pub(crate) struct ServeArgs {
     /// like Kafka's `group.initial.rebalance.delay.ms` [default: 3000].
     #[arg(long, env = "HERALD_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
-    /// How long a shutdown lets connections finish what they owe before closing them
-    /// [default: 10000].
+    /// How long a shutdown lets connections finish what they owe before closing them; 0
+    /// closes them at once, unanswered [default: 10000].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
     /// Log filter, e.g. `info` or `herald_broker=debug` [default: info].
@@ -230,7 +230,8 @@ mod tests {
     #[test]
     fn the_file_fills_what_flags_leave_unset() {
         let file: FileSettings = toml::from_str(
-            "listen = \"127.0.0.1:19092\"\ndata_dir = \"/tmp/x\"\ndefault_partitions = 6\nretention_ms = -1\n",
+            "listen = \"127.0.0.1:19092\"\ndata_dir = \"/tmp/x\"\ndefault_partitions = 6\nretention_ms = -1\n\
+             shutdown_grace_ms = 2500\n",
         )
         .expect("toml");
         let args = ServeArgs {
@@ -253,6 +254,7 @@ mod tests {
         assert_eq!(broker.data_dir, PathBuf::from("/tmp/flag"));
         assert_eq!(broker.default_partitions, 6);
         assert_eq!(broker.log.retention_ms, None);
+        assert_eq!(server.shutdown_grace, Duration::from_millis(2500));
     }
 
     #[test]

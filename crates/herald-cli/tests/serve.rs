@@ -32,14 +32,14 @@ fn sigterm_drains_flushes_and_marks_logs_clean() {
     });
     let status = child.terminate();
     assert!(status.success(), "herald serve exited with {status}");
-    let log: Vec<String> = lines.try_iter().collect();
+    let log = common::rest(&lines);
     assert!(log.iter().any(|l| l.contains("herald broker stopped")), "{log:#?}");
 
     // The next start finds every log cleanly closed and the topic intact.
     let common::Served { process: mut child, startup: mut log, lines, .. } = serve(dir.path(), &[]);
     let status = child.terminate();
     assert!(status.success());
-    log.extend(lines.try_iter());
+    log.extend(common::rest(&lines));
     let opened: Vec<&String> = log.iter().filter(|l| l.contains("opened log")).collect();
     assert_eq!(opened.len(), 4, "three auto-created partitions and the group offsets log: {log:#?}");
     assert!(opened.iter().all(|l| l.contains("clean=true")), "{opened:#?}");

@@ -44,6 +44,16 @@ pub fn serve(data_dir: &std::path::Path, extra: &[&str]) -> Served {
     }
 }
 
+/// The log lines still to come from an exited server: read until its stderr closes (the
+/// reader thread then drops its sender), so the last lines are never missed.
+pub fn rest(lines: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
+        rest.push(line);
+    }
+    rest
+}
+
 /// The server process; killed and reaped if a test fails before terminating it.
 pub struct Serving(pub Option<Child>);
 
