@@ -36,6 +36,8 @@ pub mod outbox;
 pub mod publisher;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod store;
 mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -12,6 +12,8 @@ pub(crate) mod postgres {
         [("20261130000001_inbox", include_str!("../migrations/postgres/20261130000001_inbox.sql"))];
     pub(crate) const OUTBOX: [(&str, &str); 1] =
         [("20261127000001_outbox", include_str!("../migrations/postgres/20261127000001_outbox.sql"))];
+    pub(crate) const EVENT_STORE: [(&str, &str); 1] =
+        [("20261130000002_event_store", include_str!("../migrations/postgres/20261130000002_event_store.sql"))];
 }
 
 /// SQLite: one writer at a time, so no lock is needed.
@@ -24,6 +26,8 @@ pub(crate) mod sqlite {
         [("20261130000001_inbox", include_str!("../migrations/sqlite/20261130000001_inbox.sql"))];
     pub(crate) const OUTBOX: [(&str, &str); 1] =
         [("20261127000001_outbox", include_str!("../migrations/sqlite/20261127000001_outbox.sql"))];
+    pub(crate) const EVENT_STORE: [(&str, &str); 1] =
+        [("20261130000002_event_store", include_str!("../migrations/sqlite/20261130000002_event_store.sql"))];
 }
 
 /// Applies `migrations` (name, SQL) that `herald_schema` does not list yet, in order, in

@@ -30,6 +30,8 @@ mod lease;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod relay;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod relay_table;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -78,7 +80,7 @@ pub enum OutboxError {
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> OutboxError {
+pub(crate) fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> OutboxError {
     move |source| OutboxError::Database { operation, source }
 }
 

@@ -8,9 +8,14 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, read_record};
+use super::{
+    Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, read_record, relay_table,
+};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::{Envelope, Event};
+
+/// The outbox relays' lease and cursor table.
+const RELAY_TABLE: &str = "herald_outbox_relay";
 
 /// The channel `enqueue` notifies and the relay listens on.
 const CHANNEL: &str = "herald_outbox";
@@ -113,32 +118,11 @@ impl OutboxStore for PostgresOutbox {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Position>, OutboxError> {
-        let row = sqlx::query(
-            "INSERT INTO herald_outbox_relay AS r (name, owner, lease_until_ms) VALUES ($1, $2, $3 + $4) \
-             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, lease_until_ms = EXCLUDED.lease_until_ms \
-             WHERE r.owner = EXCLUDED.owner OR r.owner IS NULL OR r.lease_until_ms < $3 \
-             RETURNING r.cursor_txid::text::bigint, r.cursor_id",
-        )
-        .bind(relay)
-        .bind(owner)
-        .bind(now_ms)
-        .bind(ttl_ms)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database("acquire the relay lease"))?;
-        row.map(|row| Ok(Position { txid: row.try_get(0)?, id: row.try_get(1)? }))
-            .transpose()
-            .map_err(database("read the relay cursor"))
+        relay_table::postgres::acquire(&self.pool, RELAY_TABLE, relay, owner, now_ms, ttl_ms).await
     }
 
     async fn release(&self, relay: &str, owner: &str) -> Result<(), OutboxError> {
-        sqlx::query("UPDATE herald_outbox_relay SET owner = NULL, lease_until_ms = 0 WHERE name = $1 AND owner = $2")
-            .bind(relay)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(database("release the relay lease"))?;
-        Ok(())
+        relay_table::postgres::release(&self.pool, RELAY_TABLE, relay, owner).await
     }
 
     async fn fetch(&self, after: Position, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
@@ -162,28 +146,7 @@ impl OutboxStore for PostgresOutbox {
     }
 
     async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
-        let mut tx = self.pool.begin().await.map_err(database("begin cursor update"))?;
-        // The cursor may lag after a crash (its events are then published again, with the
-        // same ids), never lead: so the commit need not wait for its WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(database("set synchronous_commit"))?;
-        let updated = sqlx::query(
-            // Only forward: a relay that resumed after an unnoticed lapse must not move a
-            // newer cursor back (that would only repeat events, but needlessly).
-            "UPDATE herald_outbox_relay SET cursor_txid = $3::text::xid8, cursor_id = $4 \
-             WHERE name = $1 AND owner = $2 AND (cursor_txid, cursor_id) <= ($3::text::xid8, $4)",
-        )
-        .bind(relay)
-        .bind(owner)
-        .bind(to.txid.to_string())
-        .bind(to.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(database("update the cursor"))?;
-        tx.commit().await.map_err(database("commit the cursor"))?;
-        Ok(updated.rows_affected() == 1)
+        relay_table::postgres::advance(&self.pool, RELAY_TABLE, relay, owner, to).await
     }
 
     async fn cleanup(&self, _relay: &str, created_before_ms: i64, limit: i64) -> Result<u64, OutboxError> {

@@ -10,9 +10,14 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, read_record};
+use super::{
+    Backlog, Encoded, OutboxError, OutboxRecord, OutboxStore, Position, Wakeups, database, read_record, relay_table,
+};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::{Envelope, Event};
+
+/// The outbox relays' lease and cursor table.
+const RELAY_TABLE: &str = "herald_outbox_relay";
 
 /// Connection options for an outbox database at `path`: created if missing, WAL, and
 /// `synchronous=FULL`, so a committed transaction (and its events) survives power loss;
@@ -103,32 +108,11 @@ impl OutboxStore for SqliteOutbox {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Position>, OutboxError> {
-        let row = sqlx::query(
-            "INSERT INTO herald_outbox_relay AS r (name, owner, lease_until_ms) VALUES (?1, ?2, ?3 + ?4) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until_ms = excluded.lease_until_ms \
-             WHERE r.owner = excluded.owner OR r.owner IS NULL OR r.lease_until_ms < ?3 \
-             RETURNING cursor_id",
-        )
-        .bind(relay)
-        .bind(owner)
-        .bind(now_ms)
-        .bind(ttl_ms)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database("acquire the relay lease"))?;
-        row.map(|row| Ok(Position { txid: 0, id: row.try_get(0)? }))
-            .transpose()
-            .map_err(database("read the relay cursor"))
+        relay_table::sqlite::acquire(&self.pool, RELAY_TABLE, relay, owner, now_ms, ttl_ms).await
     }
 
     async fn release(&self, relay: &str, owner: &str) -> Result<(), OutboxError> {
-        sqlx::query("UPDATE herald_outbox_relay SET owner = NULL, lease_until_ms = 0 WHERE name = ? AND owner = ?")
-            .bind(relay)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(database("release the relay lease"))?;
-        Ok(())
+        relay_table::sqlite::release(&self.pool, RELAY_TABLE, relay, owner).await
     }
 
     async fn fetch(&self, after: Position, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
@@ -145,16 +129,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
-        let updated = sqlx::query(
-            "UPDATE herald_outbox_relay SET cursor_id = ?1 WHERE name = ?2 AND owner = ?3 AND cursor_id <= ?1",
-        )
-        .bind(to.id)
-        .bind(relay)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(database("update the cursor"))?;
-        Ok(updated.rows_affected() == 1)
+        relay_table::sqlite::advance(&self.pool, RELAY_TABLE, relay, owner, to).await
     }
 
     async fn cleanup(&self, _relay: &str, created_before_ms: i64, limit: i64) -> Result<u64, OutboxError> {

@@ -1,0 +1,368 @@
+//! The event store in PostgreSQL: an append locks the stream's row (an upsert that also
+//! returns its version and the ids already stored), plain code decides, and one statement
+//! moves the version and inserts the events.
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{
+    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
+    StoreErrorKind, StoredEvent, Topics, database, decide, validate,
+};
+use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
+
+/// The event store relays' lease and cursor table.
+const RELAY_TABLE: &str = "herald_events_relay";
+
+/// How often `append` starts over in a fresh transaction when it is older than the
+/// stream's last writer (a race of a few microseconds between appends to one stream).
+const TOO_OLD_RETRIES: usize = 8;
+
+/// The columns of a stored event, in the order [`read_event`] reads them.
+const EVENT_COLUMNS: &str = "id, txid::text::bigint AS txid_number, stream_id, stream_version, \
+     event_id::text AS event_uuid, event_type, event_version, payload, created_ms";
+
+/// An event store in a PostgreSQL database; cheap to clone (clones share the append signal).
+#[derive(Debug, Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    topics: Topics,
+    appended: Arc<Notify>,
+}
+
+impl PostgresEventStore {
+    /// Applies herald's event store migrations (`herald_events`, `herald_streams`,
+    /// `herald_events_relay`) if missing.
+    pub async fn new(pool: PgPool) -> Result<Self, StoreError> {
+        crate::schema::migrate!(pool, postgres, crate::schema::postgres::EVENT_STORE, super::database);
+        Ok(Self { pool, topics: Topics::default(), appended: Arc::default() })
+    }
+
+    /// Publishes the streams of aggregate type `aggregate` (`order` for `order-42`) to
+    /// `topic` instead of `<aggregate>.events`. Applies to events appended from now on.
+    pub fn topic(mut self, aggregate: &str, topic: &str) -> Self {
+        self.topics.set(aggregate, topic);
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends inside the caller's transaction, so business rows and events commit
+    /// together. The stream's row stays locked until the transaction ends. A
+    /// [`StoreError::TransactionTooOld`] asks the caller to retry the whole transaction.
+    pub async fn append_in(
+        &self,
+        connection: &mut PgConnection,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        validate(stream, &events)?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let mut check = lock_and_check(connection, stream, &ids).await?;
+        let mut decision = decide(stream, expected, &ids, &check);
+        if matches!(decision, AppendDecision::Refuse(StoreErrorKind::WrongExpectedVersion(_))) {
+            // Rows a concurrent retry committed while the lock was awaited are not in the
+            // locking statement's snapshot: look again before refusing.
+            check.stored = stored_ids(connection, &ids).await?;
+            decision = decide(stream, expected, &ids, &check);
+        }
+        let first = match decision {
+            AppendDecision::Write { first } => first,
+            AppendDecision::AlreadyStored(appended) => return Ok(appended),
+            AppendDecision::Refuse(refusal) => return Err(refusal.into_error(stream, expected)),
+        };
+        write(connection, stream, first, &self.topics.of(stream), &events).await.map_err(|e| duplicate(e, &ids))?;
+        self.appended.notify_waiters();
+        let last = first + events.len() as u64 - 1;
+        Ok(Appended { first_version: first, last_version: last, already_stored: false })
+    }
+
+    async fn append_once(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Appended, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database("begin an append"))?;
+        let appended = self.append_in(&mut tx, stream, expected, events.to_vec()).await?;
+        tx.commit().await.map_err(database("commit an append"))?;
+        Ok(appended)
+    }
+}
+
+/// Locks the stream's row (creating it at version -1 if missing) and reads, in the same
+/// statement, its version, whether this transaction is older than its last writer, and
+/// which of `ids` are already stored.
+async fn lock_and_check(connection: &mut PgConnection, stream: &str, ids: &[Uuid]) -> Result<AppendCheck, StoreError> {
+    let ids: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+    let rows = sqlx::query(
+        "WITH s AS (INSERT INTO herald_streams (stream_id, version) VALUES ($1, -1) \
+           ON CONFLICT (stream_id) DO UPDATE SET version = herald_streams.version \
+           RETURNING version, pg_current_xact_id() < last_txid AS older) \
+         SELECT s.version, s.older, e.event_id::text, e.stream_id, e.stream_version \
+         FROM s LEFT JOIN herald_events e ON e.event_id = ANY($2::text[]::uuid[])",
+    )
+    .bind(stream)
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(database("lock the stream"))?;
+    let mut check = AppendCheck { actual: None, stored: Vec::new(), older_than_last_writer: false };
+    for row in &rows {
+        let version: i64 = row.try_get(0).map_err(database("read the stream"))?;
+        check.actual = u64::try_from(version).ok();
+        check.older_than_last_writer = row.try_get(1).map_err(database("read the stream"))?;
+        let stored: Option<String> = row.try_get(2).map_err(database("read the stream"))?;
+        if let Some(id) = stored {
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::BadRow { id: 0, problem: e.to_string() })?;
+            let version: i64 = row.try_get(4).map_err(database("read the stream"))?;
+            check.stored.push((id, row.try_get(3).map_err(database("read the stream"))?, version as u64));
+        }
+    }
+    Ok(check)
+}
+
+/// Which of `ids` are stored, and where.
+async fn stored_ids(connection: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(Uuid, String, u64)>, StoreError> {
+    let ids: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+    let rows = sqlx::query(
+        "SELECT event_id::text, stream_id, stream_version FROM herald_events WHERE event_id = ANY($1::text[]::uuid[])",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(database("look up event ids"))?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get(0).map_err(database("read event ids"))?;
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::BadRow { id: 0, problem: e.to_string() })?;
+            let version: i64 = row.try_get(2).map_err(database("read event ids"))?;
+            Ok((id, row.try_get(1).map_err(database("read event ids"))?, version as u64))
+        })
+        .collect()
+}
+
+/// Moves the stream's version and inserts the events, in one statement.
+async fn write(
+    connection: &mut PgConnection,
+    stream: &str,
+    first: u64,
+    topic: &str,
+    events: &[NewEvent],
+) -> Result<(), sqlx::Error> {
+    let versions: Vec<i64> = (0..events.len()).map(|i| (first + i as u64) as i64).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.hyphenated().to_string()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schema_versions: Vec<i32> = events.iter().map(|e| e.event_version as i32).collect();
+    let headers: Vec<&str> = events.iter().map(|e| e.headers.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let created: Vec<i64> = events.iter().map(|e| e.created_ms).collect();
+    let last = versions.last().copied().unwrap_or(-1);
+    sqlx::query(
+        "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id() WHERE stream_id = $1) \
+         INSERT INTO herald_events \
+           (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
+         SELECT $1, v, e::uuid, t, ev, $3, h, p, c \
+         FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::int[], $8::text[], $9::bytea[], $10::bigint[]) \
+           AS x(v, e, t, ev, h, p, c)",
+    )
+    .bind(stream)
+    .bind(last)
+    .bind(topic)
+    .bind(&versions)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&headers)
+    .bind(&payloads)
+    .bind(&created)
+    .execute(connection)
+    .await
+    .map(drop)
+}
+
+/// A unique violation on the event id (a concurrent append of the same ids to another
+/// stream) is a [`StoreError::DuplicateEventId`]; other failures stay database errors.
+fn duplicate(error: sqlx::Error, ids: &[Uuid]) -> StoreError {
+    let is_duplicate_id = error.as_database_error().is_some_and(|e| e.constraint() == Some("herald_events_event_id"));
+    match (is_duplicate_id, ids.first()) {
+        (true, Some(id)) => StoreError::DuplicateEventId {
+            event_id: *id,
+            stream: "(another stream, appended concurrently)".into(),
+            version: 0,
+        },
+        _ => StoreError::Database { operation: "append events", source: error },
+    }
+}
+
+fn read_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    let read = || database("read an event");
+    let id: i64 = row.try_get(0).map_err(read())?;
+    let event_id: String = row.try_get(4).map_err(read())?;
+    let version: i64 = row.try_get(3).map_err(read())?;
+    let schema: i32 = row.try_get(6).map_err(read())?;
+    Ok(StoredEvent {
+        position: Position { txid: row.try_get(1).map_err(read())?, id },
+        stream_id: row.try_get(2).map_err(read())?,
+        stream_version: u64::try_from(version).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        event_type: row.try_get(5).map_err(read())?,
+        event_version: u32::try_from(schema).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        payload: row.try_get(7).map_err(read())?,
+        created_ms: row.try_get(8).map_err(read())?,
+    })
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl EventStore for PostgresEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.append_once(stream, expected, &events).await {
+                Err(StoreError::TransactionTooOld { .. }) if attempt < TOO_OLD_RETRIES => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = $1 AND stream_version >= $2 \
+                 ORDER BY stream_version LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = $1 AND stream_version <= $2 \
+                 ORDER BY stream_version DESC LIMIT $3"
+            ),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database("read a stream"))?;
+        rows.iter().map(read_event).collect()
+    }
+
+    async fn read_all(&self, after: Position, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        // Below the oldest running transaction only: see the module docs.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM herald_events \
+             WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.txid.to_string())
+            .bind(after.id)
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database("read all streams"))?;
+        rows.iter().map(read_event).collect()
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let version: Option<(i64,)> = sqlx::query_as("SELECT version FROM herald_streams WHERE stream_id = $1")
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database("read a stream's version"))?;
+        Ok(version.and_then(|(v,)| u64::try_from(v).ok()))
+    }
+
+    fn appended(&self) -> Arc<Notify> {
+        Arc::clone(&self.appended)
+    }
+}
+
+impl OutboxStore for PostgresEventStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn acquire(
+        &self,
+        relay: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Position>, OutboxError> {
+        relay_table::postgres::acquire(&self.pool, RELAY_TABLE, relay, owner, now_ms, ttl_ms).await
+    }
+
+    async fn release(&self, relay: &str, owner: &str) -> Result<(), OutboxError> {
+        relay_table::postgres::release(&self.pool, RELAY_TABLE, relay, owner).await
+    }
+
+    async fn fetch(&self, after: Position, max: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let rows = sqlx::query(
+            "SELECT id, txid::text::bigint AS txid_number, event_id::text AS event_uuid, topic, stream_id AS key, \
+             headers, payload, created_ms FROM herald_events \
+             WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, id LIMIT $3",
+        )
+        .bind(after.txid.to_string())
+        .bind(after.id)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(crate::outbox::database("fetch events"))?;
+        rows.iter().map(read_record).collect()
+    }
+
+    async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
+        relay_table::postgres::advance(&self.pool, RELAY_TABLE, relay, owner, to).await
+    }
+
+    async fn cleanup(&self, _relay: &str, _created_before_ms: i64, _limit: i64) -> Result<u64, OutboxError> {
+        Ok(0) // the events are the store: published ones stay
+    }
+
+    async fn backlog(&self, after: Position) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query(
+            "SELECT count(*), min(created_ms), \
+               count(*) FILTER (WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())) \
+             FROM herald_events WHERE (txid, id) > ($1::text::xid8, $2)",
+        )
+        .bind(after.txid.to_string())
+        .bind(after.id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(crate::outbox::database("measure the backlog"))?;
+        let read = || crate::outbox::database("read the backlog");
+        Ok(Backlog {
+            rows: row.try_get(0).map_err(read())?,
+            oldest_created_ms: row.try_get(1).map_err(read())?,
+            fenced_rows: row.try_get(2).map_err(read())?,
+            oldest_write_transaction: None,
+        })
+    }
+
+    async fn wakeups(&self) -> Result<Wakeups, OutboxError> {
+        Ok(Wakeups::Local(Arc::clone(&self.appended)))
+    }
+}

@@ -1,0 +1,296 @@
+//! The event store in SQLite: an append's first statement writes the stream's row, which
+//! takes SQLite's single write lock before anything is read; ids (`AUTOINCREMENT`) are then
+//! in commit order and are the global order.
+
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{
+    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
+    StoredEvent, Topics, database, decide, validate,
+};
+use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
+
+/// The event store relays' lease and cursor table.
+const RELAY_TABLE: &str = "herald_events_relay";
+
+/// The columns of a stored event, in the order [`read_event`] reads them.
+const EVENT_COLUMNS: &str =
+    "id, 0 AS txid_number, stream_id, stream_version, event_id, event_type, event_version, payload, created_ms";
+
+/// An event store in a SQLite database; cheap to clone (clones share the append signal).
+/// Open the pool with [`sqlite_options`](crate::outbox::sqlite_options) (WAL,
+/// `synchronous=FULL`, a busy timeout).
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    topics: Topics,
+    appended: Arc<Notify>,
+}
+
+impl SqliteEventStore {
+    /// Applies herald's event store migrations if missing.
+    pub async fn new(pool: SqlitePool) -> Result<Self, StoreError> {
+        crate::schema::migrate!(pool, sqlite, crate::schema::sqlite::EVENT_STORE, super::database);
+        Ok(Self { pool, topics: Topics::default(), appended: Arc::default() })
+    }
+
+    /// Publishes the streams of aggregate type `aggregate` to `topic` instead of
+    /// `<aggregate>.events`.
+    pub fn topic(mut self, aggregate: &str, topic: &str) -> Self {
+        self.topics.set(aggregate, topic);
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Appends inside the caller's transaction, so business rows and events commit
+    /// together. Append before the transaction's first read, or begin it with
+    /// `BEGIN IMMEDIATE`: a SQLite transaction that read before it writes cannot take the
+    /// write lock once another writer committed.
+    pub async fn append_in(
+        &self,
+        connection: &mut SqliteConnection,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        validate(stream, &events)?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let check = lock_and_check(connection, stream, &ids).await?;
+        let first = match decide(stream, expected, &ids, &check) {
+            AppendDecision::Write { first } => first,
+            AppendDecision::AlreadyStored(appended) => return Ok(appended),
+            AppendDecision::Refuse(refusal) => return Err(refusal.into_error(stream, expected)),
+        };
+        write(connection, stream, first, &self.topics.of(stream), &events).await?;
+        self.appended.notify_waiters();
+        let last = first + events.len() as u64 - 1;
+        Ok(Appended { first_version: first, last_version: last, already_stored: false })
+    }
+}
+
+/// Writes the stream's row (taking the write lock), then reads its version and which of
+/// `ids` are already stored.
+async fn lock_and_check(
+    connection: &mut SqliteConnection,
+    stream: &str,
+    ids: &[Uuid],
+) -> Result<AppendCheck, StoreError> {
+    let (version,): (i64,) = sqlx::query_as(
+        "INSERT INTO herald_streams (stream_id, version) VALUES (?, -1) \
+         ON CONFLICT (stream_id) DO UPDATE SET version = version RETURNING version",
+    )
+    .bind(stream)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(database("lock the stream"))?;
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let sql =
+        format!("SELECT event_id, stream_id, stream_version FROM herald_events WHERE event_id IN ({placeholders})");
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.hyphenated().to_string());
+    }
+    let rows = query.fetch_all(&mut *connection).await.map_err(database("look up event ids"))?;
+    let stored = rows
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get(0).map_err(database("read event ids"))?;
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::BadRow { id: 0, problem: e.to_string() })?;
+            let version: i64 = row.try_get(2).map_err(database("read event ids"))?;
+            Ok((id, row.try_get(1).map_err(database("read event ids"))?, version as u64))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(AppendCheck { actual: u64::try_from(version).ok(), stored, older_than_last_writer: false })
+}
+
+async fn write(
+    connection: &mut SqliteConnection,
+    stream: &str,
+    first: u64,
+    topic: &str,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    let last = first + events.len() as u64 - 1;
+    sqlx::query("UPDATE herald_streams SET version = ? WHERE stream_id = ?")
+        .bind(last as i64)
+        .bind(stream)
+        .execute(&mut *connection)
+        .await
+        .map_err(database("move the stream's version"))?;
+    for (i, event) in events.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO herald_events \
+               (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(stream)
+        .bind((first + i as u64) as i64)
+        .bind(event.event_id.hyphenated().to_string())
+        .bind(&event.event_type)
+        .bind(i64::from(event.event_version))
+        .bind(topic)
+        .bind(&event.headers)
+        .bind(&event.payload)
+        .bind(event.created_ms)
+        .execute(&mut *connection)
+        .await
+        .map_err(database("append an event"))?;
+    }
+    Ok(())
+}
+
+fn read_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let read = || database("read an event");
+    let id: i64 = row.try_get(0).map_err(read())?;
+    let event_id: String = row.try_get(4).map_err(read())?;
+    let version: i64 = row.try_get(3).map_err(read())?;
+    let schema: i64 = row.try_get(6).map_err(read())?;
+    Ok(StoredEvent {
+        position: Position { txid: 0, id },
+        stream_id: row.try_get(2).map_err(read())?,
+        stream_version: u64::try_from(version).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        event_type: row.try_get(5).map_err(read())?,
+        event_version: u32::try_from(schema).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        payload: row.try_get(7).map_err(read())?,
+        created_ms: row.try_get(8).map_err(read())?,
+    })
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database("begin an append"))?;
+        let appended = self.append_in(&mut tx, stream, expected, events).await?;
+        tx.commit().await.map_err(database("commit an append"))?;
+        Ok(appended)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = ? AND stream_version >= ? \
+                 ORDER BY stream_version LIMIT ?"
+            ),
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = ? AND stream_version <= ? \
+                 ORDER BY stream_version DESC LIMIT ?"
+            ),
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database("read a stream"))?;
+        rows.iter().map(read_event).collect()
+    }
+
+    async fn read_all(&self, after: Position, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM herald_events WHERE id > ? ORDER BY id LIMIT ?");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after.id)
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database("read all streams"))?;
+        rows.iter().map(read_event).collect()
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let version: Option<(i64,)> = sqlx::query_as("SELECT version FROM herald_streams WHERE stream_id = ?")
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database("read a stream's version"))?;
+        Ok(version.and_then(|(v,)| u64::try_from(v).ok()))
+    }
+
+    fn appended(&self) -> Arc<Notify> {
+        Arc::clone(&self.appended)
+    }
+}
+
+impl OutboxStore for SqliteEventStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn acquire(
+        &self,
+        relay: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Position>, OutboxError> {
+        relay_table::sqlite::acquire(&self.pool, RELAY_TABLE, relay, owner, now_ms, ttl_ms).await
+    }
+
+    async fn release(&self, relay: &str, owner: &str) -> Result<(), OutboxError> {
+        relay_table::sqlite::release(&self.pool, RELAY_TABLE, relay, owner).await
+    }
+
+    async fn fetch(&self, after: Position, max: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let rows = sqlx::query(
+            "SELECT id, 0 AS txid_number, event_id, topic, stream_id AS key, headers, payload, created_ms \
+             FROM herald_events WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.id)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(crate::outbox::database("fetch events"))?;
+        rows.iter().map(read_record).collect()
+    }
+
+    async fn advance(&self, relay: &str, owner: &str, to: Position) -> Result<bool, OutboxError> {
+        relay_table::sqlite::advance(&self.pool, RELAY_TABLE, relay, owner, to).await
+    }
+
+    async fn cleanup(&self, _relay: &str, _created_before_ms: i64, _limit: i64) -> Result<u64, OutboxError> {
+        Ok(0) // the events are the store: published ones stay
+    }
+
+    async fn backlog(&self, after: Position) -> Result<Backlog, OutboxError> {
+        let row = sqlx::query("SELECT count(*), min(created_ms) FROM herald_events WHERE id > ?")
+            .bind(after.id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(crate::outbox::database("measure the backlog"))?;
+        let read = || crate::outbox::database("read the backlog");
+        Ok(Backlog {
+            rows: row.try_get(0).map_err(read())?,
+            oldest_created_ms: row.try_get(1).map_err(read())?,
+            fenced_rows: 0,
+            oldest_write_transaction: None,
+        })
+    }
+
+    async fn wakeups(&self) -> Result<Wakeups, OutboxError> {
+        Ok(Wakeups::Local(Arc::clone(&self.appended)))
+    }
+}
