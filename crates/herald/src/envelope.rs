@@ -64,6 +64,22 @@ pub struct Envelope<T> {
     pub data: T,
 }
 
+impl<T: Serialize> Envelope<T> {
+    /// Encodes as JSON, refusing more than `max_bytes`.
+    pub fn to_json(&self, max_bytes: usize) -> Result<Vec<u8>, EnvelopeError> {
+        let bytes = serde_json::to_vec(self)
+            .map_err(|source| EnvelopeError::Json { context: format!("serializing {}", self.event_type), source })?;
+        if bytes.len() > max_bytes {
+            return Err(EnvelopeError::TooLarge {
+                event_type: self.event_type.clone(),
+                bytes: bytes.len(),
+                max: max_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
 impl<E: Event> Envelope<E> {
     /// Wraps `data` with a fresh id and the current time.
     pub fn new(source: impl Into<String>, data: E) -> Self {
@@ -90,20 +106,6 @@ impl<E: Event> Envelope<E> {
     pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
         self.causation_id = Some(id.into());
         self
-    }
-
-    /// Encodes as JSON, refusing more than `max_bytes`.
-    pub fn to_json(&self, max_bytes: usize) -> Result<Vec<u8>, EnvelopeError> {
-        let bytes = serde_json::to_vec(self)
-            .map_err(|source| EnvelopeError::Json { context: format!("serializing {}", self.event_type), source })?;
-        if bytes.len() > max_bytes {
-            return Err(EnvelopeError::TooLarge {
-                event_type: self.event_type.clone(),
-                bytes: bytes.len(),
-                max: max_bytes,
-            });
-        }
-        Ok(bytes)
     }
 
     /// Decodes JSON, refusing more than `max_bytes` before parsing.

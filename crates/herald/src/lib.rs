@@ -42,8 +42,13 @@ mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;
+pub mod upcast;
 
 pub use envelope::{Envelope, EnvelopeError};
+
+/// For [`events!`]: the user's crate need not depend on serde_json itself.
+#[doc(hidden)]
+pub use serde_json as __serde_json;
 
 /// The README's code blocks, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -196,7 +196,7 @@ impl Publisher {
         let payload = envelope.to_json(self.config.envelope_max_bytes)?;
         let key = envelope.data.key();
         let mut headers = OwnedHeaders::new_with_capacity(6);
-        for (name, value) in envelope_headers(envelope).iter().flatten() {
+        for (name, value) in envelope_headers(envelope, E::TYPE, E::VERSION).iter().flatten() {
             headers = headers.insert(Header { key: name, value: Some(value.as_ref()) });
         }
         let mut record = FutureRecord::to(topic).payload(&payload).headers(headers);
@@ -258,10 +258,14 @@ pub(crate) fn producer_config(config: &PublisherConfig) -> ClientConfig {
 /// The headers every herald event carries, in order: `event-type`, `event-version`,
 /// `content-type`, `event-id`, and `correlation-id` and `traceparent` when the envelope has
 /// those ids. The publisher and the outbox both write exactly these.
-pub(crate) fn envelope_headers<E: Event>(envelope: &Envelope<E>) -> [Option<(&'static str, Cow<'_, str>)>; 6] {
+pub(crate) fn envelope_headers<'a, T>(
+    envelope: &'a Envelope<T>,
+    event_type: &'a str,
+    version: u32,
+) -> [Option<(&'static str, Cow<'a, str>)>; 6] {
     [
-        Some(("event-type", Cow::Borrowed(E::TYPE))),
-        Some(("event-version", Cow::Owned(E::VERSION.to_string()))),
+        Some(("event-type", Cow::Borrowed(event_type))),
+        Some(("event-version", Cow::Owned(version.to_string()))),
         Some(("content-type", Cow::Borrowed("application/json"))),
         Some(("event-id", Cow::Owned(envelope.event_id.to_string()))),
         envelope.correlation_id.as_deref().map(|id| ("correlation-id", Cow::Borrowed(id))),

@@ -47,3 +47,17 @@ async fn order_flow_confirms_paid_orders_and_cancels_the_declined_one() {
     assert!(out.contains("is cancelled (card declined)"), "the customer heard why: {out}");
     assert!(out.contains("order.cancelled written with the update"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_sourced_order_keeps_its_rules_and_publishes_its_events() {
+    let broker = TestBroker::start().await;
+    let out = run_example("order", &broker.bootstrap());
+    let line = |needle: &str| out.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {out}"));
+    assert!(line("Ship -> [\"order.shipped\"]").contains("now Shipped"), "{out}");
+    assert!(line("Pay { amount_cents: 900 }").contains("refused: 900 cents offered, 1000 due"), "{out}");
+    assert!(line("Cancel {").contains("now Cancelled"), "{out}");
+    assert!(out.contains("refused: a cancelled order cannot change"), "a cancelled order cannot ship: {out}");
+    assert!(out.contains("refused: there is no such order"), "{out}");
+    assert!(out.contains("as of version 1: Paid, paid 4200 cents"), "time travel: {out}");
+    assert!(out.contains("published 5 events to order.events for 2 orders"), "{out}");
+}

@@ -40,3 +40,14 @@ CREATE TABLE IF NOT EXISTS herald_events_relay (
     owner           TEXT,
     lease_until_ms  BIGINT NOT NULL DEFAULT 0
 );
+
+-- The latest snapshot of each stream's aggregate: its state after `version`, serialized
+-- with the aggregate's snapshot schema version (another version is ignored and the state
+-- rebuilt from events).
+CREATE TABLE IF NOT EXISTS herald_snapshots (
+    stream_id       TEXT   PRIMARY KEY,
+    version         BIGINT NOT NULL,
+    schema_version  INT    NOT NULL,
+    state           BYTEA  NOT NULL,
+    created_ms      BIGINT NOT NULL
+);

@@ -285,7 +285,7 @@ mod tests {
         let shared = Arc::new(Shared {
             config: ConsumerConfig::new("127.0.0.1:1", "g", &["pings"]),
             group: Arc::from("g"),
-            handlers: [("ping.sent", Route::new("ping.sent", handler))].into_iter().collect(),
+            handlers: [("ping.sent", Route::new("ping.sent", handler, None))].into_iter().collect(),
             inbox: None,
             publisher: Arc::new(publisher),
             cancel: tokio::sync::watch::channel(false).0,

@@ -4,6 +4,7 @@
 //! dispatch loop up to the handler's first wait; `handle` carries on from there on the
 //! message's own task.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -21,6 +22,7 @@ use super::{ConsumerConfig, Context, HandlerError, RetryDecision};
 use crate::Publisher;
 use crate::inbox::Inbox;
 use crate::time::now_ms;
+use crate::upcast::Upcasters;
 
 /// What the handler tasks share.
 pub(crate) struct Shared {
@@ -37,6 +39,8 @@ pub(crate) struct Shared {
 /// One event type's handler and its metric handles (registered once, not per message).
 pub(crate) struct Route {
     handler: ErasedHandler,
+    /// The registry, if it has upcasters for this route's event type.
+    upcasters: Option<Arc<Upcasters>>,
     consumed: metrics::Counter,
     duplicates: metrics::Counter,
     retries: metrics::Counter,
@@ -44,14 +48,33 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    pub(crate) fn new(event_type: &'static str, handler: ErasedHandler) -> Self {
+    pub(crate) fn new(event_type: &'static str, handler: ErasedHandler, upcasters: Option<&Arc<Upcasters>>) -> Self {
         Self {
             handler,
+            upcasters: upcasters.filter(|u| u.covers(event_type)).cloned(),
             consumed: metrics::counter!("herald_consumed_total", "event_type" => event_type),
             duplicates: metrics::counter!("herald_duplicates_skipped_total", "event_type" => event_type),
             retries: metrics::counter!("herald_retries_total", "event_type" => event_type),
             handler_seconds: metrics::histogram!("herald_handler_seconds", "event_type" => event_type),
         }
+    }
+}
+
+impl Route {
+    /// The record's envelope at the newest version of its event type.
+    fn payload<'a>(&self, record: &'a Record) -> Result<Cow<'a, [u8]>, HandlerError> {
+        let Some(upcasters) = &self.upcasters else { return Ok(Cow::Borrowed(record.payload())) };
+        let event_type = record.header("event-type").unwrap_or_default();
+        match upcasters.upcast(event_type, record.payload()) {
+            Ok(Some((upcast, _))) => Ok(Cow::Owned(upcast)),
+            Ok(None) => Ok(Cow::Borrowed(record.payload())),
+            Err(error) => Err(HandlerError::Undecodable(error.to_string())),
+        }
+    }
+
+    /// Decodes (after upcasting) and prepares the handler's future.
+    fn start(&self, record: &Record, context: Context) -> Result<Ready, HandlerError> {
+        start(&self.handler, &self.payload(record)?, context)
     }
 }
 
@@ -111,8 +134,7 @@ fn try_first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
         },
         None => None,
     };
-    let Ready { event_id, span, mut future } = match start(&route.handler, record.payload(), context(record, shared, 1))
-    {
+    let Ready { event_id, span, mut future } = match route.start(record, context(record, shared, 1)) {
         Ok(ready) => ready,
         Err(error) => return First::Started(Started::Failed(error)),
     };
@@ -186,7 +208,7 @@ pub(crate) async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, m
         let result = match first.take() {
             Some(Started::Failed(error)) => Err(error),
             Some(Started::Waiting(running)) => finish_running(running, shared, &route.handler_seconds).await,
-            None => match start(&route.handler, record.payload(), context(&record, shared, attempt)) {
+            None => match route.start(&record, context(&record, shared, attempt)) {
                 Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
                 Err(error) => Err(error),
             },

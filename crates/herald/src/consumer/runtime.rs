@@ -29,6 +29,7 @@ use crate::inbox::Inbox;
 use crate::publisher::apply_overrides;
 use crate::sync::lock;
 use crate::time::now_ms;
+use crate::upcast::Upcasters;
 use crate::{Envelope, Event, Publisher, PublisherConfig};
 
 /// Messages taken from librdkafka's queue in one go, without a trip through the select
@@ -209,6 +210,7 @@ pub struct Consumer {
     handlers: HashMap<&'static str, ErasedHandler>,
     inbox: Option<Arc<dyn Inbox>>,
     publisher: Option<Publisher>,
+    upcasters: Option<Arc<Upcasters>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -249,7 +251,7 @@ impl ConsumerContext for Rebalancer {
 impl Consumer {
     /// A consumer with no handlers yet.
     pub fn new(config: ConsumerConfig) -> Self {
-        Self { config, handlers: HashMap::new(), inbox: None, publisher: None }
+        Self { config, handlers: HashMap::new(), inbox: None, publisher: None, upcasters: None }
     }
 
     /// Handles events of type `E` (routed by the `event-type` header) with `handler`, an
@@ -268,6 +270,13 @@ impl Consumer {
     /// its handler succeeds.
     pub fn inbox(mut self, inbox: Arc<dyn Inbox>) -> Self {
         self.inbox = Some(inbox);
+        self
+    }
+
+    /// Brings old versions of events to the newest before their handlers decode them (the
+    /// same registry the event store reads with), so a handler sees one shape only.
+    pub fn upcasters(mut self, upcasters: Arc<Upcasters>) -> Self {
+        self.upcasters = Some(upcasters);
         self
     }
 
@@ -328,7 +337,7 @@ impl Consumer {
         let shared = Arc::new(Shared {
             config,
             group,
-            handlers: self.handlers.into_iter().map(|(t, h)| (t, Route::new(t, h))).collect(),
+            handlers: self.handlers.into_iter().map(|(t, h)| (t, Route::new(t, h, self.upcasters.as_ref()))).collect(),
             inbox: self.inbox,
             publisher: Arc::new(publisher),
             cancel: tokio::sync::watch::channel(false).0,

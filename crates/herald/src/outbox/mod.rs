@@ -129,8 +129,20 @@ pub(crate) struct Encoded {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Encoded {
     pub(crate) fn new<E: Event>(envelope: &Envelope<E>, topic: &str, max_bytes: usize) -> Result<Self, OutboxError> {
+        Self::of(envelope, E::TYPE, E::VERSION, topic, envelope.data.key(), max_bytes)
+    }
+
+    /// Any envelope, with its event type and version given (an aggregate's events).
+    pub(crate) fn of<T: serde::Serialize>(
+        envelope: &Envelope<T>,
+        event_type: &str,
+        version: u32,
+        topic: &str,
+        key: Option<String>,
+        max_bytes: usize,
+    ) -> Result<Self, OutboxError> {
         let payload = envelope.to_json(max_bytes)?;
-        let named = envelope_headers(envelope);
+        let named = envelope_headers(envelope, event_type, version);
         let headers: Vec<(&str, &str)> = named.iter().flatten().map(|(name, value)| (*name, value.as_ref())).collect();
         let headers = serde_json::to_string(&headers).map_err(|source| EnvelopeError::Json {
             context: format!("encoding the headers of {}", envelope.event_type),
@@ -139,7 +151,7 @@ impl Encoded {
         Ok(Self {
             event_id: envelope.event_id,
             topic: topic.to_string(),
-            key: envelope.data.key(),
+            key,
             headers,
             payload,
             created_ms: crate::time::now_ms(),

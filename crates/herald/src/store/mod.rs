@@ -22,6 +22,7 @@
 //!   keyed by stream id, to the topic chosen at append (by default `<aggregate>.events`,
 //!   the aggregate being the stream id up to its first `-`), in the global order.
 
+mod aggregate;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -38,6 +39,9 @@ use crate::envelope::{ENVELOPE_BYTES_MAX_DEFAULT, EnvelopeError};
 pub use crate::outbox::Position;
 use crate::{Envelope, Event};
 
+pub use aggregate::{
+    Aggregate, AggregateOutcome, AggregateTest, EventSet, Executed, Loaded, Repository, RepositoryError,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresEventStore;
 #[cfg(feature = "sqlite")]
@@ -105,6 +109,9 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A stored event could not be brought to its newest version.
+    #[error(transparent)]
+    Upcast(#[from] crate::upcast::UpcastError),
     /// A stored row could not be read back.
     #[error("event store row {id}: {problem}")]
     BadRow {
@@ -143,14 +150,27 @@ impl NewEvent {
 
     /// Encodes `envelope`, refusing more than `max_bytes`.
     pub fn with_max_bytes<E: Event>(envelope: &Envelope<E>, max_bytes: usize) -> Result<Self, StoreError> {
-        let encoded = crate::outbox::Encoded::new(envelope, E::TOPIC, max_bytes).map_err(|error| match error {
-            crate::outbox::OutboxError::Envelope(error) => StoreError::Envelope(error),
-            other => StoreError::Invalid(other.to_string()),
-        })?;
+        Self::of(envelope, E::TYPE, E::VERSION, max_bytes)
+    }
+
+    /// Encodes any envelope with its event type and version given (an aggregate's events,
+    /// through [`EventSet`]). The record key is the stream id, set when it is published.
+    pub(crate) fn of<T: serde::Serialize>(
+        envelope: &Envelope<T>,
+        event_type: &str,
+        version: u32,
+        max_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let encoded = crate::outbox::Encoded::of(envelope, event_type, version, "", None, max_bytes).map_err(
+            |error| match error {
+                crate::outbox::OutboxError::Envelope(error) => StoreError::Envelope(error),
+                other => StoreError::Invalid(other.to_string()),
+            },
+        )?;
         Ok(Self {
             event_id: envelope.event_id,
-            event_type: E::TYPE.to_string(),
-            event_version: E::VERSION,
+            event_type: event_type.to_string(),
+            event_version: version,
             headers: encoded.headers,
             payload: encoded.payload,
             created_ms: encoded.created_ms,
@@ -189,6 +209,28 @@ impl StoredEvent {
     pub fn decode<E: Event>(&self, max_bytes: usize) -> Result<Envelope<E>, EnvelopeError> {
         Envelope::from_json(&self.payload, max_bytes)
     }
+}
+
+/// An aggregate's state after a stream version, as the repository stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last stream version folded into `state`.
+    pub version: u64,
+    /// The aggregate's snapshot schema version.
+    pub schema_version: u32,
+    /// The serialized state (JSON).
+    pub state: Vec<u8>,
+}
+
+/// Brings `events` to their newest versions with `upcasters`, if any.
+fn upcast_events(upcasters: Option<&crate::upcast::Upcasters>, events: &mut [StoredEvent]) -> Result<(), StoreError> {
+    let Some(upcasters) = upcasters else { return Ok(()) };
+    for event in events {
+        if let Some((payload, version)) = upcasters.upcast(&event.event_type, &event.payload)? {
+            (event.payload, event.event_version) = (payload, version);
+        }
+    }
+    Ok(())
 }
 
 /// Where an append put its events.
@@ -378,6 +420,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The stream's last version (`None`: no events).
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The stream's latest snapshot, if any.
+    fn load_snapshot(&self, stream: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Stores `snapshot` as the stream's latest (an older one never replaces a newer one).
+    fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Signalled after every append by this process (subscriptions wake on it; they also
     /// poll, for appends by other processes).

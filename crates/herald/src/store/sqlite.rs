@@ -10,10 +10,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
-    StoredEvent, Topics, database, decide, validate,
+    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, Snapshot,
+    StoreError, StoredEvent, Topics, database, decide, upcast_events, validate,
 };
 use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
+use crate::upcast::Upcasters;
 
 /// The event store relays' lease and cursor table.
 const RELAY_TABLE: &str = "herald_events_relay";
@@ -29,6 +30,7 @@ const EVENT_COLUMNS: &str =
 pub struct SqliteEventStore {
     pool: SqlitePool,
     topics: Topics,
+    upcasters: Option<Arc<Upcasters>>,
     appended: Arc<Notify>,
 }
 
@@ -36,13 +38,20 @@ impl SqliteEventStore {
     /// Applies herald's event store migrations if missing.
     pub async fn new(pool: SqlitePool) -> Result<Self, StoreError> {
         crate::schema::migrate!(pool, sqlite, crate::schema::sqlite::EVENT_STORE, super::database);
-        Ok(Self { pool, topics: Topics::default(), appended: Arc::default() })
+        Ok(Self { pool, topics: Topics::default(), upcasters: None, appended: Arc::default() })
     }
 
     /// Publishes the streams of aggregate type `aggregate` to `topic` instead of
     /// `<aggregate>.events`.
     pub fn topic(mut self, aggregate: &str, topic: &str) -> Self {
         self.topics.set(aggregate, topic);
+        self
+    }
+
+    /// Brings old versions of events to the newest on every read (stream reads,
+    /// `read_all`, subscriptions).
+    pub fn upcasters(mut self, upcasters: Arc<Upcasters>) -> Self {
+        self.upcasters = Some(upcasters);
         self
     }
 
@@ -207,7 +216,9 @@ impl EventStore for SqliteEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(database("read a stream"))?;
-        rows.iter().map(read_event).collect()
+        let mut events = rows.iter().map(read_event).collect::<Result<Vec<_>, _>>()?;
+        upcast_events(self.upcasters.as_deref(), &mut events)?;
+        Ok(events)
     }
 
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -218,7 +229,9 @@ impl EventStore for SqliteEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(database("read all streams"))?;
-        rows.iter().map(read_event).collect()
+        let mut events = rows.iter().map(read_event).collect::<Result<Vec<_>, _>>()?;
+        upcast_events(self.upcasters.as_deref(), &mut events)?;
+        Ok(events)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
@@ -228,6 +241,38 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(database("read a stream's version"))?;
         Ok(version.and_then(|(v,)| u64::try_from(v).ok()))
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, schema_version, state FROM herald_snapshots WHERE stream_id = ?1")
+                .bind(stream)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database("load a snapshot"))?;
+        Ok(row.map(|(version, schema, state)| Snapshot {
+            version: u64::try_from(version).unwrap_or(0),
+            schema_version: u32::try_from(schema).unwrap_or(0),
+            state,
+        }))
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO herald_snapshots (stream_id, version, schema_version, state, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             schema_version = excluded.schema_version, state = excluded.state, created_ms = excluded.created_ms \
+             WHERE herald_snapshots.version <= excluded.version",
+        )
+        .bind(stream)
+        .bind(i64::try_from(snapshot.version).unwrap_or(i64::MAX))
+        .bind(i64::from(snapshot.schema_version))
+        .bind(&snapshot.state)
+        .bind(crate::time::now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(database("save a snapshot"))?;
+        Ok(())
     }
 
     fn appended(&self) -> Arc<Notify> {
