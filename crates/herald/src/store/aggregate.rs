@@ -254,6 +254,17 @@ impl<S: EventStore, A: Aggregate> Repository<S, A> {
         Err(RepositoryError::Conflict { stream, attempts: self.attempts })
     }
 
+    /// Stores a snapshot of instance `id` as it is now (also taken every `snapshot_every`
+    /// events by `execute`); returns the version it covers.
+    pub async fn snapshot(&self, id: &str) -> Result<Option<u64>, RepositoryError<A::Error>> {
+        let Loaded { state, version } = self.load(id).await?;
+        let Some(version) = version else { return Ok(None) };
+        let state = serde_json::to_vec(&state).map_err(|e| StoreError::Invalid(format!("serializing the state: {e}")))?;
+        let snapshot = Snapshot { version, schema_version: A::SNAPSHOT_VERSION, state };
+        self.store.save_snapshot(&Self::stream(id), snapshot).await?;
+        Ok(Some(version))
+    }
+
     fn encode(&self, event: &A::Event) -> Result<NewEvent, StoreError> {
         let data = event.to_data().map_err(|source| crate::EnvelopeError::Json {
             context: format!("serializing {}", event.event_type()),

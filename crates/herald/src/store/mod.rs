@@ -181,6 +181,11 @@ impl NewEvent {
     pub fn event_id(&self) -> Uuid {
         self.event_id
     }
+
+    /// The encoded envelope.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
 }
 
 /// A stored event.
