@@ -180,6 +180,13 @@ async fn appended_events_reach_the_broker_keyed_by_stream_in_stream_order() {
     drop_schema(store.pool().clone()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metadata_limits_reads_and_deletes_are_soft_or_hard() {
+    let Some(store) = store("store_metadata", 4).await else { return };
+    store_common::metadata_and_deletes(store.clone()).await;
+    drop_schema(store.pool().clone()).await;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
     /// As on SQLite: the store answers as the model does, step by step.

@@ -100,6 +100,12 @@ async fn appended_events_reach_the_broker_keyed_by_stream_in_stream_order() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metadata_limits_reads_and_deletes_are_soft_or_hard() {
+    let dir = tempfile::tempdir().expect("dir");
+    store_common::metadata_and_deletes(store(dir.path()).await).await;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
     /// Random appends (three streams, every kind of expectation, retries of earlier batches

@@ -28,7 +28,14 @@ CREATE TABLE IF NOT EXISTS herald_events (
 CREATE TABLE IF NOT EXISTS herald_streams (
     stream_id  TEXT   PRIMARY KEY,
     version    BIGINT NOT NULL,
-    last_txid  XID8   NOT NULL DEFAULT '0'
+    last_txid  XID8   NOT NULL DEFAULT '0',
+    -- Stream metadata: reads of the stream skip events before truncate_before, beyond the
+    -- last max_count, or older than max_age_ms; deleted is 0 (live), 1 (soft: reads see
+    -- nothing until the next append) or 2 (hard: events removed, appends refused).
+    max_count        BIGINT,
+    max_age_ms       BIGINT,
+    truncate_before  BIGINT   NOT NULL DEFAULT 0,
+    deleted          SMALLINT NOT NULL DEFAULT 0
 );
 
 -- The relays publishing herald_events: a cursor and a lease per relay name, as

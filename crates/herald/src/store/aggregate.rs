@@ -259,7 +259,8 @@ impl<S: EventStore, A: Aggregate> Repository<S, A> {
     pub async fn snapshot(&self, id: &str) -> Result<Option<u64>, RepositoryError<A::Error>> {
         let Loaded { state, version } = self.load(id).await?;
         let Some(version) = version else { return Ok(None) };
-        let state = serde_json::to_vec(&state).map_err(|e| StoreError::Invalid(format!("serializing the state: {e}")))?;
+        let state =
+            serde_json::to_vec(&state).map_err(|e| StoreError::Invalid(format!("serializing the state: {e}")))?;
         let snapshot = Snapshot { version, schema_version: A::SNAPSHOT_VERSION, state };
         self.store.save_snapshot(&Self::stream(id), snapshot).await?;
         Ok(Some(version))

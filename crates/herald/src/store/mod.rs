@@ -93,6 +93,12 @@ pub enum StoreError {
         /// The stream.
         stream: String,
     },
+    /// The stream was deleted for good: it takes no more events.
+    #[error("stream {stream} was hard-deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
     /// Nothing to append, or a stream id that is empty or too long.
     #[error("{0}")]
     Invalid(String),
@@ -249,6 +255,28 @@ pub struct Appended {
     pub already_stored: bool,
 }
 
+/// What reads of a stream return (appends are not limited by it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamMetadata {
+    /// Only the last this many events.
+    pub max_count: Option<u64>,
+    /// Only events appended within this long.
+    pub max_age: Option<std::time::Duration>,
+    /// Only events from this version on.
+    pub truncate_before: u64,
+}
+
+/// How a stream is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Reads return nothing of it; a later append starts after its last version (the old
+    /// events stay out of stream reads, and stay in `read_all`).
+    Soft,
+    /// Its events are removed and appends are refused for good ([`StoreError::StreamDeleted`]).
+    /// Events not yet published by a relay are not published.
+    Hard,
+}
+
 /// Which way a stream is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -268,6 +296,8 @@ pub struct AppendCheck {
     /// PostgreSQL: whether this transaction is older than the one that wrote the last
     /// version.
     pub older_than_last_writer: bool,
+    /// The stream was hard-deleted.
+    pub hard_deleted: bool,
 }
 
 /// What an append does, decided by [`decide`].
@@ -293,6 +323,8 @@ pub enum StoreErrorKind {
     DuplicateEventId(Uuid, String, u64),
     /// See [`StoreError::TransactionTooOld`].
     TransactionTooOld,
+    /// See [`StoreError::StreamDeleted`].
+    StreamDeleted,
 }
 
 impl StoreErrorKind {
@@ -305,6 +337,7 @@ impl StoreErrorKind {
                 StoreError::DuplicateEventId { event_id, stream, version }
             }
             StoreErrorKind::TransactionTooOld => StoreError::TransactionTooOld { stream: stream.to_string() },
+            StoreErrorKind::StreamDeleted => StoreError::StreamDeleted { stream: stream.to_string() },
         }
     }
 }
@@ -313,6 +346,9 @@ impl StoreErrorKind {
 /// whether it writes, reports an earlier identical append, or refuses. `ids` are the new
 /// events' ids in order.
 pub fn decide(stream: &str, expected: ExpectedVersion, ids: &[Uuid], check: &AppendCheck) -> AppendDecision {
+    if check.hard_deleted {
+        return AppendDecision::Refuse(StoreErrorKind::StreamDeleted);
+    }
     let next = check.actual.map_or(0, |v| v + 1);
     if let Some(first) = earlier_append(stream, ids, &check.stored) {
         let matches = match expected {
@@ -426,6 +462,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// The stream's last version (`None`: no events).
     fn stream_version(&self, stream: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
+    /// Sets what reads of `stream` return (creating the stream's row if needed).
+    fn set_metadata(
+        &self,
+        stream: &str,
+        metadata: StreamMetadata,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes `stream` (see [`Deletion`]).
+    fn delete_stream(&self, stream: &str, deletion: Deletion) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The stream's latest snapshot, if any.
     fn load_snapshot(&self, stream: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
@@ -446,7 +492,7 @@ mod tests {
     }
 
     fn check(actual: Option<u64>) -> AppendCheck {
-        AppendCheck { actual, stored: Vec::new(), older_than_last_writer: false }
+        AppendCheck { actual, stored: Vec::new(), older_than_last_writer: false, hard_deleted: false }
     }
 
     #[test]
@@ -474,7 +520,8 @@ mod tests {
     fn a_retry_of_stored_events_reports_the_first_result_and_other_places_are_refused() {
         let new = ids(2);
         let stored = vec![(new[0], "order-1".to_string(), 3), (new[1], "order-1".to_string(), 4)];
-        let found = AppendCheck { actual: Some(4), stored: stored.clone(), older_than_last_writer: false };
+        let found =
+            AppendCheck { actual: Some(4), stored: stored.clone(), older_than_last_writer: false, hard_deleted: false };
         let again = Appended { first_version: 3, last_version: 4, already_stored: true };
         assert_eq!(decide("order-1", ExpectedVersion::Exact(2), &new, &found), AppendDecision::AlreadyStored(again));
         assert_eq!(decide("order-1", ExpectedVersion::Any, &new, &found), AppendDecision::AlreadyStored(again));
@@ -487,7 +534,8 @@ mod tests {
 
     #[test]
     fn an_old_transaction_is_sent_to_retry_after_the_version_check() {
-        let old = AppendCheck { actual: Some(1), stored: Vec::new(), older_than_last_writer: true };
+        let old =
+            AppendCheck { actual: Some(1), stored: Vec::new(), older_than_last_writer: true, hard_deleted: false };
         let new = ids(1);
         assert_eq!(
             decide("order-1", ExpectedVersion::Exact(1), &new, &old),
@@ -498,6 +546,17 @@ mod tests {
             AppendDecision::Refuse(StoreErrorKind::WrongExpectedVersion(Some(1))),
             "a writer that lost the race learns that first"
         );
+    }
+
+    #[test]
+    fn a_hard_deleted_stream_takes_nothing_not_even_a_retry() {
+        let gone = AppendCheck { hard_deleted: true, ..check(Some(3)) };
+        for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(3), ExpectedVersion::NoStream] {
+            assert_eq!(
+                decide("order-1", expected, &ids(1), &gone),
+                AppendDecision::Refuse(StoreErrorKind::StreamDeleted)
+            );
+        }
     }
 
     #[test]

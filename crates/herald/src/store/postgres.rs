@@ -10,8 +10,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, Snapshot,
-    StoreError, StoreErrorKind, StoredEvent, Topics, database, decide, upcast_events, validate,
+    AppendCheck, AppendDecision, Appended, Deletion, Direction, EventStore, ExpectedVersion, NewEvent, Position,
+    Snapshot, StoreError, StoreErrorKind, StoredEvent, StreamMetadata, Topics, database, decide, upcast_events,
+    validate,
 };
 use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
 use crate::upcast::Upcasters;
@@ -24,8 +25,13 @@ const RELAY_TABLE: &str = "herald_events_relay";
 const TOO_OLD_RETRIES: usize = 8;
 
 /// The columns of a stored event, in the order [`read_event`] reads them.
-const EVENT_COLUMNS: &str = "id, txid::text::bigint AS txid_number, stream_id, stream_version, \
-     event_id::text AS event_uuid, event_type, event_version, payload, created_ms";
+const EVENT_COLUMNS: &str = "e.id, e.txid::text::bigint AS txid_number, e.stream_id, e.stream_version, \
+     e.event_id::text AS event_uuid, e.event_type, e.event_version, e.payload, e.created_ms";
+
+/// A stream read's conditions beyond the version range: its metadata ($4 is now in ms).
+const METADATA_FILTER: &str = "e.stream_version >= s.truncate_before \
+     AND (s.max_count IS NULL OR e.stream_version > s.version - s.max_count) \
+     AND (s.max_age_ms IS NULL OR e.created_ms >= $4 - s.max_age_ms)";
 
 /// An event store in a PostgreSQL database; cheap to clone (clones share the append signal).
 #[derive(Debug, Clone)]
@@ -115,8 +121,8 @@ async fn lock_and_check(connection: &mut PgConnection, stream: &str, ids: &[Uuid
     let rows = sqlx::query(
         "WITH s AS (INSERT INTO herald_streams (stream_id, version) VALUES ($1, -1) \
            ON CONFLICT (stream_id) DO UPDATE SET version = herald_streams.version \
-           RETURNING version, pg_current_xact_id() < last_txid AS older) \
-         SELECT s.version, s.older, e.event_id::text, e.stream_id, e.stream_version \
+           RETURNING version, pg_current_xact_id() < last_txid AS older, deleted) \
+         SELECT s.version, s.older, e.event_id::text, e.stream_id, e.stream_version, s.deleted \
          FROM s LEFT JOIN herald_events e ON e.event_id = ANY($2::text[]::uuid[])",
     )
     .bind(stream)
@@ -124,11 +130,14 @@ async fn lock_and_check(connection: &mut PgConnection, stream: &str, ids: &[Uuid
     .fetch_all(&mut *connection)
     .await
     .map_err(database("lock the stream"))?;
-    let mut check = AppendCheck { actual: None, stored: Vec::new(), older_than_last_writer: false };
+    let mut check =
+        AppendCheck { actual: None, stored: Vec::new(), older_than_last_writer: false, hard_deleted: false };
     for row in &rows {
         let version: i64 = row.try_get(0).map_err(database("read the stream"))?;
         check.actual = u64::try_from(version).ok();
         check.older_than_last_writer = row.try_get(1).map_err(database("read the stream"))?;
+        let deleted: i16 = row.try_get(5).map_err(database("read the stream"))?;
+        check.hard_deleted = deleted == 2;
         let stored: Option<String> = row.try_get(2).map_err(database("read the stream"))?;
         if let Some(id) = stored {
             let id = Uuid::parse_str(&id).map_err(|e| StoreError::BadRow { id: 0, problem: e.to_string() })?;
@@ -176,7 +185,8 @@ async fn write(
     let created: Vec<i64> = events.iter().map(|e| e.created_ms).collect();
     let last = versions.last().copied().unwrap_or(-1);
     sqlx::query(
-        "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id() WHERE stream_id = $1) \
+        "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id(), \
+           deleted = CASE WHEN deleted = 1 THEN 0 ELSE deleted END WHERE stream_id = $1) \
          INSERT INTO herald_events \
            (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
          SELECT $1, v, e::uuid, t, ev, $3, h, p, c \
@@ -259,18 +269,21 @@ impl EventStore for PostgresEventStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = match direction {
             Direction::Forward => format!(
-                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = $1 AND stream_version >= $2 \
-                 ORDER BY stream_version LIMIT $3"
+                "SELECT {EVENT_COLUMNS} FROM herald_events e JOIN herald_streams s ON s.stream_id = e.stream_id \
+                 WHERE e.stream_id = $1 AND e.stream_version >= $2 AND {METADATA_FILTER} \
+                 ORDER BY e.stream_version LIMIT $3"
             ),
             Direction::Backward => format!(
-                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = $1 AND stream_version <= $2 \
-                 ORDER BY stream_version DESC LIMIT $3"
+                "SELECT {EVENT_COLUMNS} FROM herald_events e JOIN herald_streams s ON s.stream_id = e.stream_id \
+                 WHERE e.stream_id = $1 AND e.stream_version <= $2 AND {METADATA_FILTER} \
+                 ORDER BY e.stream_version DESC LIMIT $3"
             ),
         };
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(stream)
             .bind(i64::try_from(from).unwrap_or(i64::MAX))
             .bind(limit(max))
+            .bind(crate::time::now_ms())
             .fetch_all(&self.pool)
             .await
             .map_err(database("read a stream"))?;
@@ -282,9 +295,9 @@ impl EventStore for PostgresEventStore {
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
         // Below the oldest running transaction only: see the module docs.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM herald_events \
-             WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY txid, id LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM herald_events e \
+             WHERE (e.txid, e.id) > ($1::text::xid8, $2) AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY e.txid, e.id LIMIT $3"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(after.txid.to_string())
@@ -305,6 +318,46 @@ impl EventStore for PostgresEventStore {
             .await
             .map_err(database("read a stream's version"))?;
         Ok(version.and_then(|(v,)| u64::try_from(v).ok()))
+    }
+
+    async fn set_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO herald_streams (stream_id, version, max_count, max_age_ms, truncate_before) \
+             VALUES ($1, -1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE SET max_count = excluded.max_count, \
+             max_age_ms = excluded.max_age_ms, truncate_before = excluded.truncate_before",
+        )
+        .bind(stream)
+        .bind(metadata.max_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+        .bind(metadata.max_age.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        .bind(i64::try_from(metadata.truncate_before).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(database("set stream metadata"))?;
+        Ok(())
+    }
+
+    async fn delete_stream(&self, stream: &str, deletion: Deletion) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database("begin a delete"))?;
+        match deletion {
+            Deletion::Soft => sqlx::query(
+                "UPDATE herald_streams SET deleted = 1, truncate_before = version + 1 WHERE stream_id = $1 AND deleted = 0",
+            ),
+            Deletion::Hard => sqlx::query("UPDATE herald_streams SET deleted = 2 WHERE stream_id = $1"),
+        }
+        .bind(stream)
+        .execute(&mut *tx)
+        .await
+        .map_err(database("mark a stream deleted"))?;
+        if deletion == Deletion::Hard {
+            for table in ["herald_events", "herald_snapshots"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE stream_id = $1")))
+                    .bind(stream)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(database("remove a deleted stream's events"))?;
+            }
+        }
+        tx.commit().await.map_err(database("commit a delete"))
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {

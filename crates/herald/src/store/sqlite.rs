@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    AppendCheck, AppendDecision, Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, Snapshot,
-    StoreError, StoredEvent, Topics, database, decide, upcast_events, validate,
+    AppendCheck, AppendDecision, Appended, Deletion, Direction, EventStore, ExpectedVersion, NewEvent, Position,
+    Snapshot, StoreError, StoredEvent, StreamMetadata, Topics, database, decide, upcast_events, validate,
 };
 use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
 use crate::upcast::Upcasters;
@@ -20,8 +20,13 @@ use crate::upcast::Upcasters;
 const RELAY_TABLE: &str = "herald_events_relay";
 
 /// The columns of a stored event, in the order [`read_event`] reads them.
-const EVENT_COLUMNS: &str =
-    "id, 0 AS txid_number, stream_id, stream_version, event_id, event_type, event_version, payload, created_ms";
+const EVENT_COLUMNS: &str = "e.id, 0 AS txid_number, e.stream_id, e.stream_version, e.event_id, e.event_type, \
+     e.event_version, e.payload, e.created_ms";
+
+/// A stream read's conditions beyond the version range: its metadata (?4 is now in ms).
+const METADATA_FILTER: &str = "e.stream_version >= s.truncate_before \
+     AND (s.max_count IS NULL OR e.stream_version > s.version - s.max_count) \
+     AND (s.max_age_ms IS NULL OR e.created_ms >= ?4 - s.max_age_ms)";
 
 /// An event store in a SQLite database; cheap to clone (clones share the append signal).
 /// Open the pool with [`sqlite_options`](crate::outbox::sqlite_options) (WAL,
@@ -93,9 +98,9 @@ async fn lock_and_check(
     stream: &str,
     ids: &[Uuid],
 ) -> Result<AppendCheck, StoreError> {
-    let (version,): (i64,) = sqlx::query_as(
+    let (version, deleted): (i64, i64) = sqlx::query_as(
         "INSERT INTO herald_streams (stream_id, version) VALUES (?, -1) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = version RETURNING version",
+         ON CONFLICT (stream_id) DO UPDATE SET version = version RETURNING version, deleted",
     )
     .bind(stream)
     .fetch_one(&mut *connection)
@@ -118,7 +123,8 @@ async fn lock_and_check(
             Ok((id, row.try_get(1).map_err(database("read event ids"))?, version as u64))
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(AppendCheck { actual: u64::try_from(version).ok(), stored, older_than_last_writer: false })
+    let actual = u64::try_from(version).ok();
+    Ok(AppendCheck { actual, stored, older_than_last_writer: false, hard_deleted: deleted == 2 })
 }
 
 async fn write(
@@ -129,12 +135,15 @@ async fn write(
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
     let last = first + events.len() as u64 - 1;
-    sqlx::query("UPDATE herald_streams SET version = ? WHERE stream_id = ?")
-        .bind(last as i64)
-        .bind(stream)
-        .execute(&mut *connection)
-        .await
-        .map_err(database("move the stream's version"))?;
+    sqlx::query(
+        "UPDATE herald_streams SET version = ?, deleted = CASE WHEN deleted = 1 THEN 0 ELSE deleted END \
+         WHERE stream_id = ?",
+    )
+    .bind(last as i64)
+    .bind(stream)
+    .execute(&mut *connection)
+    .await
+    .map_err(database("move the stream's version"))?;
     for (i, event) in events.iter().enumerate() {
         sqlx::query(
             "INSERT INTO herald_events \
@@ -201,18 +210,21 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = match direction {
             Direction::Forward => format!(
-                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = ? AND stream_version >= ? \
-                 ORDER BY stream_version LIMIT ?"
+                "SELECT {EVENT_COLUMNS} FROM herald_events e JOIN herald_streams s ON s.stream_id = e.stream_id \
+                 WHERE e.stream_id = ?1 AND e.stream_version >= ?2 AND {METADATA_FILTER} \
+                 ORDER BY e.stream_version LIMIT ?3"
             ),
             Direction::Backward => format!(
-                "SELECT {EVENT_COLUMNS} FROM herald_events WHERE stream_id = ? AND stream_version <= ? \
-                 ORDER BY stream_version DESC LIMIT ?"
+                "SELECT {EVENT_COLUMNS} FROM herald_events e JOIN herald_streams s ON s.stream_id = e.stream_id \
+                 WHERE e.stream_id = ?1 AND e.stream_version <= ?2 AND {METADATA_FILTER} \
+                 ORDER BY e.stream_version DESC LIMIT ?3"
             ),
         };
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(stream)
             .bind(i64::try_from(from).unwrap_or(i64::MAX))
             .bind(limit(max))
+            .bind(crate::time::now_ms())
             .fetch_all(&self.pool)
             .await
             .map_err(database("read a stream"))?;
@@ -222,7 +234,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM herald_events WHERE id > ? ORDER BY id LIMIT ?");
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM herald_events e WHERE e.id > ? ORDER BY e.id LIMIT ?");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(after.id)
             .bind(limit(max))
@@ -241,6 +253,46 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(database("read a stream's version"))?;
         Ok(version.and_then(|(v,)| u64::try_from(v).ok()))
+    }
+
+    async fn set_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO herald_streams (stream_id, version, max_count, max_age_ms, truncate_before) \
+             VALUES (?, -1, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET max_count = excluded.max_count, \
+             max_age_ms = excluded.max_age_ms, truncate_before = excluded.truncate_before",
+        )
+        .bind(stream)
+        .bind(metadata.max_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+        .bind(metadata.max_age.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        .bind(i64::try_from(metadata.truncate_before).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(database("set stream metadata"))?;
+        Ok(())
+    }
+
+    async fn delete_stream(&self, stream: &str, deletion: Deletion) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database("begin a delete"))?;
+        match deletion {
+            Deletion::Soft => sqlx::query(
+                "UPDATE herald_streams SET deleted = 1, truncate_before = version + 1 WHERE stream_id = ? AND deleted = 0",
+            ),
+            Deletion::Hard => sqlx::query("UPDATE herald_streams SET deleted = 2 WHERE stream_id = ?"),
+        }
+        .bind(stream)
+        .execute(&mut *tx)
+        .await
+        .map_err(database("mark a stream deleted"))?;
+        if deletion == Deletion::Hard {
+            for table in ["herald_events", "herald_snapshots"] {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE stream_id = ?")))
+                    .bind(stream)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(database("remove a deleted stream's events"))?;
+            }
+        }
+        tx.commit().await.map_err(database("commit a delete"))
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use herald::Envelope;
 use herald::store::{
-    Appended, Direction, EventStore, ExpectedVersion, NewEvent, Position, StoreError, StoredEvent, Subscription,
-    SubscriptionFilter,
+    Appended, Deletion, Direction, EventStore, ExpectedVersion, NewEvent, Position, StoreError, StoredEvent,
+    StreamMetadata, Subscription, SubscriptionFilter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -219,5 +219,43 @@ pub async fn agrees_with_the_model<S: EventStore + Clone>(store: S, run: &str, o
         let stored = store.read_stream(stream, 0, Direction::Forward, usize::MAX).await.expect("read");
         let ids: Vec<uuid::Uuid> = stored.iter().map(|e| e.event_id).collect();
         assert_eq!(ids, model.streams.get(stream.as_str()).cloned().unwrap_or_default(), "{stream}");
+    }
+}
+
+/// Stream metadata limits what reads return; a soft delete hides the stream until its next
+/// append; a hard delete removes it and refuses appends for good.
+pub async fn metadata_and_deletes<S: EventStore + Clone>(store: S) {
+    let stream = "meta-1";
+    let batch: Vec<NewEvent> = (0..10).map(|n| event(stream, n)).collect();
+    store.append(stream, ExpectedVersion::NoStream, batch).await.expect("append");
+    let versions = |events: Vec<StoredEvent>| events.iter().map(|e| e.stream_version).collect::<Vec<_>>();
+    let read = || store.read_stream(stream, 0, Direction::Forward, 100);
+    let last_three = StreamMetadata { max_count: Some(3), ..StreamMetadata::default() };
+    store.set_metadata(stream, last_three).await.expect("max count");
+    assert_eq!(versions(read().await.expect("read")), [7, 8, 9]);
+    store
+        .set_metadata(stream, StreamMetadata { truncate_before: 5, ..StreamMetadata::default() })
+        .await
+        .expect("truncate");
+    assert_eq!(versions(read().await.expect("read")), [5, 6, 7, 8, 9]);
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let young = StreamMetadata { max_age: Some(std::time::Duration::from_millis(10)), ..StreamMetadata::default() };
+    store.set_metadata(stream, young).await.expect("max age");
+    assert!(read().await.expect("read").is_empty(), "all older than 10 ms");
+    store.set_metadata(stream, StreamMetadata::default()).await.expect("clear");
+    assert_eq!(read().await.expect("read").len(), 10);
+
+    store.delete_stream(stream, Deletion::Soft).await.expect("soft delete");
+    assert!(read().await.expect("read").is_empty(), "soft-deleted");
+    store.append(stream, ExpectedVersion::Exact(9), vec![event(stream, 10)]).await.expect("append revives it");
+    assert_eq!(versions(read().await.expect("read")), [10], "the old events stay hidden");
+
+    store.delete_stream(stream, Deletion::Hard).await.expect("hard delete");
+    assert!(read().await.expect("read").is_empty());
+    for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(10), ExpectedVersion::NoStream] {
+        match store.append(stream, expected, vec![event(stream, 11)]).await {
+            Err(StoreError::StreamDeleted { .. }) => {}
+            other => panic!("an append to a hard-deleted stream: {other:?}"),
+        }
     }
 }
