@@ -11,6 +11,7 @@ mod groups;
 mod outbox;
 mod produce;
 mod serve;
+mod store;
 mod topics;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     },
     /// Transactional outbox tools: `herald outbox relay --database-url ...`.
     Outbox(outbox::OutboxArgs),
+    /// A service's event store: `herald store streams | read <stream> | stats --database-url ...`.
+    Store(store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Outbox(args) => outbox::run(args),
+        Command::Store(args) => store::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -277,6 +277,32 @@ pub enum Deletion {
     Hard,
 }
 
+/// A stream as listed by [`EventStore::streams`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream id.
+    pub stream_id: String,
+    /// Its last version (`None`: no events).
+    pub version: Option<u64>,
+    /// 0 live, 1 soft-deleted, 2 hard-deleted.
+    pub deleted: u8,
+}
+
+/// What a store holds, for `herald store stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Streams (deleted ones included).
+    pub streams: u64,
+    /// Events stored.
+    pub events: u64,
+    /// When the first and the last stored event were appended (ms since the epoch).
+    pub first_ms: Option<i64>,
+    /// See `first_ms`.
+    pub last_ms: Option<i64>,
+    /// Events per event type, most first.
+    pub by_type: Vec<(String, u64)>,
+}
+
 /// Which way a stream is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -471,6 +497,17 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Deletes `stream` (see [`Deletion`]).
     fn delete_stream(&self, stream: &str, deletion: Deletion) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` streams whose id starts with `prefix`, after `after` in id order.
+    fn streams(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StreamInfo>, StoreError>> + Send;
+
+    /// Counts of what is stored.
+    fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
 
     /// The stream's latest snapshot, if any.
     fn load_snapshot(&self, stream: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{
     AppendCheck, AppendDecision, Appended, Deletion, Direction, EventStore, ExpectedVersion, NewEvent, Position,
-    Snapshot, StoreError, StoreErrorKind, StoredEvent, StreamMetadata, Topics, database, decide, upcast_events,
-    validate,
+    Snapshot, StoreError, StoreErrorKind, StoreStats, StoredEvent, StreamInfo, StreamMetadata, Topics, database,
+    decide, upcast_events, validate,
 };
 use crate::outbox::{Backlog, OutboxError, OutboxRecord, OutboxStore, Wakeups, read_record, relay_table};
 use crate::upcast::Upcasters;
@@ -358,6 +358,52 @@ impl EventStore for PostgresEventStore {
             }
         }
         tx.commit().await.map_err(database("commit a delete"))
+    }
+
+    async fn streams(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<StreamInfo>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT stream_id, version, CAST(deleted AS BIGINT) FROM herald_streams \
+             WHERE substr(stream_id, 1, length($1::text)) = $1::text AND stream_id > $2 ORDER BY stream_id LIMIT $3",
+        )
+        .bind(prefix)
+        .bind(after)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database("list streams"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(stream_id, version, deleted)| StreamInfo {
+                stream_id,
+                version: u64::try_from(version).ok(),
+                deleted: u8::try_from(deleted).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (streams,): (i64,) = sqlx::query_as("SELECT count(*) FROM herald_streams")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(database("count streams"))?;
+        let (events, first_ms, last_ms): (i64, Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(created_ms), max(created_ms) FROM herald_events")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(database("count events"))?;
+        let by_type: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT event_type, count(*) AS n FROM herald_events GROUP BY event_type ORDER BY n DESC, event_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database("count event types"))?;
+        Ok(StoreStats {
+            streams: streams as u64,
+            events: events as u64,
+            first_ms,
+            last_ms,
+            by_type: by_type.into_iter().map(|(t, n)| (t, n as u64)).collect(),
+        })
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {

@@ -1,0 +1,61 @@
+//! `herald store` against a real SQLite event store written by the library.
+
+use std::process::Command;
+
+use herald::store::{EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: String,
+    total_cents: u64,
+}
+herald::event!(OrderPlaced, type = "order.placed", version = 1, key = order_id);
+
+fn herald(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_herald")).args(args).output().expect("herald runs")
+}
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_events_and_stats_as_tables_and_json() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("service.db");
+    let pool = sqlx::SqlitePool::connect_with(herald::outbox::sqlite_options(&path)).await.expect("pool");
+    let store = SqliteEventStore::new(pool.clone()).await.expect("store");
+    for (stream, totals) in [("order-1", vec![100, 200]), ("order-2", vec![300]), ("user-9", vec![1])] {
+        let events = totals
+            .iter()
+            .map(|t| {
+                NewEvent::new(&herald::Envelope::new("shop", OrderPlaced { order_id: stream.into(), total_cents: *t }))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .expect("events");
+        store.append(stream, ExpectedVersion::NoStream, events).await.expect("append");
+    }
+    pool.close().await;
+    let url = format!("sqlite://{}", path.display());
+
+    let streams = ok(&herald(&["store", "streams", "--prefix", "order-", "--database-url", &url]));
+    assert!(streams.contains("order-1") && streams.contains("order-2") && !streams.contains("user-9"), "{streams}");
+    let read = ok(&herald(&["store", "read", "order-1", "--database-url", &url, "--json"]));
+    let lines: Vec<serde_json::Value> = read.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["version"], 1);
+    assert_eq!(lines[1]["envelope"]["data"]["total_cents"], 200);
+    let backward = ok(&herald(&["store", "read", "order-1", "--backward", "--limit", "1", "--database-url", &url]));
+    assert!(backward.contains("200") && !backward.contains("\"total_cents\":100"), "{backward}");
+    let stats = ok(&herald(&["store", "stats", "--database-url", &url, "--json"]));
+    assert!(stats.contains(r#""value":"3""#) && stats.contains(r#""value":"4""#), "3 streams, 4 events: {stats}");
+    assert!(stats.contains("events of order.placed"), "{stats}");
+
+    let bad = herald(&["store", "stats", "--database-url", "mysql://nope"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("expected postgres://... or sqlite://..."), "{stderr}");
+}
