@@ -81,6 +81,17 @@ impl PostgresEventStore {
     ) -> Result<Appended, StoreError> {
         validate(stream, &events)?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let topic = self.topics.of(stream);
+        if let ExpectedVersion::Exact(version) = expected {
+            // The common case in one statement; anything unusual takes the full path.
+            let first = version.saturating_add(1);
+            let written = write(connection, stream, first, &topic, &events, Some(version)).await;
+            if written.map_err(|e| duplicate(e, &ids))? == events.len() as u64 {
+                self.appended.notify_waiters();
+                let last = first + events.len() as u64 - 1;
+                return Ok(Appended { first_version: first, last_version: last, already_stored: false });
+            }
+        }
         let mut check = lock_and_check(connection, stream, &ids).await?;
         let mut decision = decide(stream, expected, &ids, &check);
         if matches!(decision, AppendDecision::Refuse(StoreErrorKind::WrongExpectedVersion(_))) {
@@ -94,7 +105,7 @@ impl PostgresEventStore {
             AppendDecision::AlreadyStored(appended) => return Ok(appended),
             AppendDecision::Refuse(refusal) => return Err(refusal.into_error(stream, expected)),
         };
-        write(connection, stream, first, &self.topics.of(stream), &events).await.map_err(|e| duplicate(e, &ids))?;
+        write(connection, stream, first, &topic, &events, None).await.map_err(|e| duplicate(e, &ids))?;
         self.appended.notify_waiters();
         let last = first + events.len() as u64 - 1;
         Ok(Appended { first_version: first, last_version: last, already_stored: false })
@@ -168,14 +179,39 @@ async fn stored_ids(connection: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(
         .collect()
 }
 
-/// Moves the stream's version and inserts the events, in one statement.
+/// The write of an append whose decision was made (`WRITE`), and the whole of one
+/// expecting `Exact(n)` in a single statement (`FAST`): it writes only if the stream is
+/// still at `n` ($11), not hard-deleted, last written by an older transaction, and none of
+/// the ids is stored; otherwise it writes nothing and the append takes the full path,
+/// which then says why (or reports the earlier identical append).
+const WRITE: &str = "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id(), \
+       deleted = CASE WHEN deleted = 1 THEN 0 ELSE deleted END WHERE stream_id = $1 RETURNING version) \
+     INSERT INTO herald_events \
+       (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
+     SELECT $1, v, e::uuid, t, ev, $3, h, p, c \
+     FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::int[], $8::text[], $9::bytea[], $10::bigint[]) \
+       AS x(v, e, t, ev, h, p, c) WHERE EXISTS (SELECT 1 FROM s)";
+const FAST: &str = "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id(), \
+       deleted = CASE WHEN deleted = 1 THEN 0 ELSE deleted END \
+       WHERE stream_id = $1 AND version = $11 AND deleted <> 2 AND last_txid <= pg_current_xact_id() \
+         AND NOT EXISTS (SELECT 1 FROM herald_events WHERE event_id = ANY($5::text[]::uuid[])) RETURNING version) \
+     INSERT INTO herald_events \
+       (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
+     SELECT $1, v, e::uuid, t, ev, $3, h, p, c \
+     FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::int[], $8::text[], $9::bytea[], $10::bigint[]) \
+       AS x(v, e, t, ev, h, p, c) WHERE EXISTS (SELECT 1 FROM s)";
+
+/// Moves the stream's version to `first + events - 1` and inserts the events, in one
+/// statement; with `expected`, only if the fast path's conditions hold. Returns the rows
+/// inserted.
 async fn write(
     connection: &mut PgConnection,
     stream: &str,
     first: u64,
     topic: &str,
     events: &[NewEvent],
-) -> Result<(), sqlx::Error> {
+    expected: Option<u64>,
+) -> Result<u64, sqlx::Error> {
     let versions: Vec<i64> = (0..events.len()).map(|i| (first + i as u64) as i64).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event_id.hyphenated().to_string()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -184,28 +220,22 @@ async fn write(
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
     let created: Vec<i64> = events.iter().map(|e| e.created_ms).collect();
     let last = versions.last().copied().unwrap_or(-1);
-    sqlx::query(
-        "WITH s AS (UPDATE herald_streams SET version = $2, last_txid = pg_current_xact_id(), \
-           deleted = CASE WHEN deleted = 1 THEN 0 ELSE deleted END WHERE stream_id = $1) \
-         INSERT INTO herald_events \
-           (stream_id, stream_version, event_id, event_type, event_version, topic, headers, payload, created_ms) \
-         SELECT $1, v, e::uuid, t, ev, $3, h, p, c \
-         FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::int[], $8::text[], $9::bytea[], $10::bigint[]) \
-           AS x(v, e, t, ev, h, p, c)",
-    )
-    .bind(stream)
-    .bind(last)
-    .bind(topic)
-    .bind(&versions)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&headers)
-    .bind(&payloads)
-    .bind(&created)
-    .execute(connection)
-    .await
-    .map(drop)
+    let query = sqlx::query(if expected.is_some() { FAST } else { WRITE })
+        .bind(stream)
+        .bind(last)
+        .bind(topic)
+        .bind(&versions)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&headers)
+        .bind(&payloads)
+        .bind(&created);
+    let query = match expected {
+        Some(version) => query.bind(i64::try_from(version).unwrap_or(i64::MAX)),
+        None => query,
+    };
+    query.execute(connection).await.map(|done| done.rows_affected())
 }
 
 /// A unique violation on the event id (a concurrent append of the same ids to another
