@@ -24,9 +24,9 @@ pub trait EventSet: Sized + Send + Sync + 'static {
     fn event_version(&self) -> u32;
     /// The event's `data` as JSON.
     fn to_data(&self) -> Result<serde_json::Value, serde_json::Error>;
-    /// The event of `event_type` whose `data` this is (at the newest version, upcasting
-    /// done); `None` for a type that is not in the set.
-    fn from_data(event_type: &str, data: serde_json::Value) -> Option<Result<Self, serde_json::Error>>;
+    /// The event of `event_type` in this envelope JSON (at the newest version, upcasting
+    /// done), decoded straight to its type; `None` for a type that is not in the set.
+    fn from_envelope(event_type: &str, envelope: &[u8]) -> Option<Result<Self, serde_json::Error>>;
 }
 
 /// Implements [`EventSet`] for an enum whose variants each hold one event type:
@@ -52,13 +52,16 @@ macro_rules! events {
             fn to_data(&self) -> ::std::result::Result<$crate::__serde_json::Value, $crate::__serde_json::Error> {
                 match self { $( $name::$variant(event) => $crate::__serde_json::to_value(event) ),+ }
             }
-            fn from_data(
+            fn from_envelope(
                 event_type: &str,
-                data: $crate::__serde_json::Value,
+                envelope: &[u8],
             ) -> ::std::option::Option<::std::result::Result<Self, $crate::__serde_json::Error>> {
                 $(
                     if event_type == <$ty as $crate::Event>::TYPE {
-                        return Some($crate::__serde_json::from_value::<$ty>(data).map($name::$variant));
+                        return Some(
+                            $crate::__serde_json::from_slice::<$crate::Envelope<$ty>>(envelope)
+                                .map(|envelope| $name::$variant(envelope.data)),
+                        );
                     }
                 )+
                 None
@@ -308,9 +311,7 @@ fn decode<A: Aggregate>(stream: &str, stored: &StoredEvent) -> Result<A::Event, 
         version: stored.stream_version,
         problem,
     };
-    let envelope: Envelope<serde_json::Value> =
-        serde_json::from_slice(&stored.payload).map_err(|e| problem(format!("not an envelope: {e}")))?;
-    match A::Event::from_data(&stored.event_type, envelope.data) {
+    match A::Event::from_envelope(&stored.event_type, &stored.payload) {
         Some(Ok(event)) => Ok(event),
         Some(Err(error)) => Err(problem(error.to_string())),
         None => Err(problem(format!("{} is not one of {}'s events", stored.event_type, A::TYPE))),

@@ -26,7 +26,7 @@ const TOO_OLD_RETRIES: usize = 8;
 
 /// The columns of a stored event, in the order [`read_event`] reads them.
 const EVENT_COLUMNS: &str = "e.id, e.txid::text::bigint AS txid_number, e.stream_id, e.stream_version, \
-     e.event_id::text AS event_uuid, e.event_type, e.event_version, e.payload, e.created_ms";
+     uuid_send(e.event_id) AS event_uuid, e.event_type, e.event_version, e.payload, e.created_ms";
 
 /// A stream read's conditions beyond the version range: its metadata ($4 is now in ms).
 const METADATA_FILTER: &str = "e.stream_version >= s.truncate_before \
@@ -255,14 +255,14 @@ fn duplicate(error: sqlx::Error, ids: &[Uuid]) -> StoreError {
 fn read_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
     let read = || database("read an event");
     let id: i64 = row.try_get(0).map_err(read())?;
-    let event_id: String = row.try_get(4).map_err(read())?;
+    let event_id: Vec<u8> = row.try_get(4).map_err(read())?;
     let version: i64 = row.try_get(3).map_err(read())?;
     let schema: i32 = row.try_get(6).map_err(read())?;
     Ok(StoredEvent {
         position: Position { txid: row.try_get(1).map_err(read())?, id },
         stream_id: row.try_get(2).map_err(read())?,
         stream_version: u64::try_from(version).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
-        event_id: Uuid::parse_str(&event_id).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
+        event_id: Uuid::from_slice(&event_id).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
         event_type: row.try_get(5).map_err(read())?,
         event_version: u32::try_from(schema).map_err(|e| StoreError::BadRow { id, problem: e.to_string() })?,
         payload: row.try_get(7).map_err(read())?,
