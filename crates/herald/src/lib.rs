@@ -33,6 +33,8 @@ pub mod event;
 pub mod inbox;
 pub mod names;
 pub mod outbox;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod projection;
 pub mod publisher;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;

@@ -14,6 +14,8 @@ pub(crate) mod postgres {
         [("20261127000001_outbox", include_str!("../migrations/postgres/20261127000001_outbox.sql"))];
     pub(crate) const EVENT_STORE: [(&str, &str); 1] =
         [("20261130000002_event_store", include_str!("../migrations/postgres/20261130000002_event_store.sql"))];
+    pub(crate) const PROJECTIONS: [(&str, &str); 1] =
+        [("20261130000003_projections", include_str!("../migrations/postgres/20261130000003_projections.sql"))];
 }
 
 /// SQLite: one writer at a time, so no lock is needed.
@@ -28,6 +30,8 @@ pub(crate) mod sqlite {
         [("20261127000001_outbox", include_str!("../migrations/sqlite/20261127000001_outbox.sql"))];
     pub(crate) const EVENT_STORE: [(&str, &str); 1] =
         [("20261130000002_event_store", include_str!("../migrations/sqlite/20261130000002_event_store.sql"))];
+    pub(crate) const PROJECTIONS: [(&str, &str); 1] =
+        [("20261130000003_projections", include_str!("../migrations/sqlite/20261130000003_projections.sql"))];
 }
 
 /// Applies `migrations` (name, SQL) that `herald_schema` does not list yet, in order, in
