@@ -10,6 +10,7 @@ mod dlq;
 mod groups;
 mod outbox;
 mod produce;
+mod projections;
 mod serve;
 mod store;
 mod topics;
@@ -50,6 +51,8 @@ enum Command {
     Outbox(outbox::OutboxArgs),
     /// A service's event store: `herald store streams | read <stream> | stats --database-url ...`.
     Store(store::StoreArgs),
+    /// A service's projections: `herald projections list | status | retry | skip --database-url ...`.
+    Projections(projections::ProjectionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Outbox(args) => outbox::run(args),
         Command::Store(args) => store::run(args),
+        Command::Projections(args) => projections::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -59,3 +59,31 @@ async fn streams_events_and_stats_as_tables_and_json() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("expected postgres://... or sqlite://..."), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_are_listed_and_a_parked_one_takes_commands() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("read.db");
+    let pool = sqlx::SqlitePool::connect_with(herald::outbox::sqlite_options(&path)).await.expect("pool");
+    herald::projection::SqliteProjections::new(pool.clone()).await.expect("projection tables");
+    sqlx::query(
+        "INSERT INTO herald_projection_checkpoints (name, version, txid, id, parked_txid, parked_id, parked_event_id, \
+         parked_error) VALUES ('order_summary', 2, 0, 41, 0, 42, 'e-42', 'no such customer')",
+    )
+    .execute(&pool)
+    .await
+    .expect("a parked projection");
+    let url = format!("sqlite://{}", path.display());
+    let list = ok(&herald(&["projections", "list", "--database-url", &url]));
+    assert!(list.contains("order_summary") && list.contains("parked at event e-42"), "{list}");
+    let status =
+        ok(&herald(&["projections", "status", "order_summary", "--version", "2", "--database-url", &url, "--json"]));
+    assert!(status.contains("no such customer"), "{status}");
+    ok(&herald(&["projections", "skip", "order_summary", "--version", "2", "--database-url", &url]));
+    let (command,): (Option<String>,) =
+        sqlx::query_as("SELECT command FROM herald_projection_checkpoints WHERE name = 'order_summary'")
+            .fetch_one(&pool)
+            .await
+            .expect("command");
+    assert_eq!(command.as_deref(), Some("skip"), "left for the runner");
+}

@@ -157,6 +157,8 @@ pub trait ProjectionDb: Send + Sync + Clone + 'static {
         version: u32,
         command: Command,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+    /// Every projection with a checkpoint: name, version and state.
+    fn list(&self) -> impl Future<Output = Result<Vec<(String, u32, ProjectionState)>, ProjectionError>> + Send;
     /// Leaves `command` for the projection's runner.
     fn command(
         &self,
@@ -170,6 +172,8 @@ pub trait ProjectionDb: Send + Sync + Clone + 'static {
 pub(crate) mod sql {
     pub(crate) const STATE: &str = "SELECT txid, id, last_event_ms, parked_txid, parked_id, parked_event_id, \
          parked_error, command FROM herald_projection_checkpoints WHERE name = $1 AND version = $2";
+    pub(crate) const LIST: &str = "SELECT name, CAST(version AS BIGINT), txid, id, last_event_ms, parked_txid, \
+         parked_id, parked_event_id, parked_error, command FROM herald_projection_checkpoints ORDER BY name, version";
     pub(crate) const SAVE: &str = "INSERT INTO herald_projection_checkpoints \
          (name, version, txid, id, last_event_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (name, version) DO UPDATE SET txid = excluded.txid, id = excluded.id, \
@@ -197,6 +201,17 @@ pub(crate) mod sql {
 /// A [`sql::STATE`] row: position, last event time, parked position, event id, error, command.
 pub(crate) type StateRow =
     (i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>);
+
+/// A [`sql::LIST`] row: name and version, then a [`StateRow`].
+pub(crate) type ListRow =
+    (String, i64, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>);
+
+/// A listed projection.
+pub(crate) fn listed(row: ListRow) -> (String, u32, ProjectionState) {
+    let (name, version, txid, id, last, parked_txid, parked_id, event_id, error, command) = row;
+    let state = state_from(Some((txid, id, last, parked_txid, parked_id, event_id, error, command)));
+    (name, u32::try_from(version).unwrap_or(0), state)
+}
 
 /// The stored state from a [`sql::STATE`] row.
 pub(crate) fn state_from(row: Option<StateRow>) -> ProjectionState {
@@ -234,6 +249,11 @@ impl<D: ProjectionDb> ProjectionControl<D> {
     /// Where projection `name` at `version` stands.
     pub async fn state(&self, name: &str, version: u32) -> Result<ProjectionState, ProjectionError> {
         self.db.state(name, version).await
+    }
+
+    /// Every projection with a checkpoint.
+    pub async fn list(&self) -> Result<Vec<(String, u32, ProjectionState)>, ProjectionError> {
+        self.db.list().await
     }
 
     /// Has a parked projection try its event again.

@@ -108,6 +108,12 @@ impl ProjectionDb for SqliteProjections {
         tx.commit().await.map_err(database("commit"))
     }
 
+    async fn list(&self) -> Result<Vec<(String, u32, ProjectionState)>, ProjectionError> {
+        let rows: Vec<super::ListRow> =
+            sqlx::query_as(lite(sql::LIST)).fetch_all(&self.pool).await.map_err(database("list projections"))?;
+        Ok(rows.into_iter().map(super::listed).collect())
+    }
+
     async fn command(&self, name: &str, version: u32, command: Command) -> Result<(), ProjectionError> {
         sqlx::query(lite(sql::COMMAND))
             .bind(name)
