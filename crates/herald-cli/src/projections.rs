@@ -1,12 +1,14 @@
-//! `herald projections list | status | retry | skip --database-url ...`: where each
-//! projection of a service stands (checkpoint, last event time, parked event) and the
-//! commands a parked one waits for.
+//! `herald projections list | status | rebuild | reset | retry | skip --database-url ...`:
+//! where each projection version of a service stands (checkpoint, last event time, live,
+//! building or retired, parked event), how far a building version is, and the commands its
+//! runner carries out.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herald::projection::{PostgresProjections, ProjectionControl, ProjectionState, SqliteProjections};
+use herald::projection::{PostgresProjections, ProjectionControl, ProjectionState, RebuildProgress, SqliteProjections};
+use herald::store::{PostgresEventStore, SqliteEventStore};
 use serde_json::json;
 
 use crate::cluster::print_table;
@@ -26,10 +28,18 @@ pub(crate) struct ProjectionsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ProjectionsCommand {
-    /// Every projection: version, checkpoint, last event time, parked or running.
+    /// Every projection version: checkpoint, last event time, live, building or retired,
+    /// parked or running.
     List,
-    /// One projection, with its parked event and error if any.
+    /// One projection version, with its parked event and error if any.
     Status(Target),
+    /// How far the building version of a projection is, with its rate and an ETA. A
+    /// rebuild starts when a runner of a higher `version()` starts; it goes live by itself
+    /// once caught up.
+    Rebuild(Target),
+    /// Have a version's runner empty its tables and fold every event again, in place (its
+    /// readers see it rebuild; bump the version to rebuild without downtime).
+    Reset(Target),
     /// Have a parked projection try its event again (after a fix).
     Retry(Target),
     /// Have a parked projection skip its event (recorded in herald_projection_skips).
@@ -40,23 +50,73 @@ enum ProjectionsCommand {
 struct Target {
     /// The projection's name.
     name: String,
-    /// Its version.
-    #[arg(long, default_value_t = 1)]
-    version: u32,
+    /// Its version (default: the live one; for `rebuild`, the newest).
+    #[arg(long)]
+    version: Option<u32>,
 }
 
 enum Control {
-    Postgres(ProjectionControl<PostgresProjections>),
-    Sqlite(ProjectionControl<SqliteProjections>),
+    Postgres(ProjectionControl<PostgresProjections>, sqlx::PgPool),
+    Sqlite(ProjectionControl<SqliteProjections>, sqlx::SqlitePool),
 }
 
 macro_rules! with_control {
     ($control:expr, |$c:ident| $body:expr) => {
         match $control {
-            Control::Postgres($c) => $body,
-            Control::Sqlite($c) => $body,
+            Control::Postgres($c, _) => $body,
+            Control::Sqlite($c, _) => $body,
         }
     };
+}
+
+/// The version `target` names: as given, else the live one (or, `newest`, the highest).
+async fn version_of(control: &Control, target: &Target, newest: bool) -> anyhow::Result<u32> {
+    if let Some(version) = target.version {
+        return Ok(version);
+    }
+    let all = with_control!(control, |c| c.list().await)?;
+    let versions = all.iter().filter(|(name, _, _)| *name == target.name);
+    let live = versions.clone().find_map(|(_, _, state)| state.live_version);
+    let highest = versions.map(|(_, version, _)| *version).max();
+    match if newest { highest } else { live.or(highest) } {
+        Some(version) => Ok(version),
+        None => bail!("no projection {:?} has a checkpoint here", target.name),
+    }
+}
+
+/// How far `version` is through the store's events in the same database.
+async fn progress(control: &Control, name: &str, version: u32) -> anyhow::Result<RebuildProgress> {
+    Ok(match control {
+        Control::Postgres(c, pool) => {
+            let store = PostgresEventStore::new(pool.clone()).await?;
+            c.progress(&store, name, version).await?
+        }
+        Control::Sqlite(c, pool) => {
+            let store = SqliteEventStore::new(pool.clone()).await?;
+            c.progress(&store, name, version).await?
+        }
+    })
+}
+
+async fn rebuild(control: &Control, target: &Target) -> anyhow::Result<()> {
+    let version = version_of(control, target, true).await?;
+    let state = with_control!(control, |c| c.state(&target.name, version).await)?;
+    let progress = progress(control, &target.name, version).await?;
+    let eta = match progress.eta {
+        _ if state.live_version == Some(version) => "live".to_string(),
+        Some(eta) => format!("about {} s left", eta.as_secs()),
+        None => "no progress yet".to_string(),
+    };
+    let live = state.live_version.map_or("none".to_string(), |live| format!("v{live}"));
+    println!(
+        "{} v{version}: {} of {} events ({:.1} %), {:.0} events/s, {eta}; live: {live}",
+        target.name,
+        progress.done,
+        progress.total,
+        progress.percent(),
+        progress.per_second
+    );
+    Ok(())
 }
 
 pub(crate) fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
@@ -72,16 +132,25 @@ pub(crate) fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
                 print(args.json, &rows);
             }
             ProjectionsCommand::Status(target) => {
-                let state = with_control!(&control, |c| c.state(&target.name, target.version).await)?;
-                print(args.json, &[row(&target.name, target.version, &state)]);
+                let version = version_of(&control, &target, false).await?;
+                let state = with_control!(&control, |c| c.state(&target.name, version).await)?;
+                print(args.json, &[row(&target.name, version, &state)]);
+            }
+            ProjectionsCommand::Rebuild(target) => rebuild(&control, &target).await?,
+            ProjectionsCommand::Reset(target) => {
+                let version = version_of(&control, &target, false).await?;
+                with_control!(&control, |c| c.reset(&target.name, version).await)?;
+                println!("{} v{version}: reset requested", target.name);
             }
             ProjectionsCommand::Retry(target) => {
-                with_control!(&control, |c| c.retry(&target.name, target.version).await)?;
-                println!("{} v{}: retry requested", target.name, target.version);
+                let version = version_of(&control, &target, false).await?;
+                with_control!(&control, |c| c.retry(&target.name, version).await)?;
+                println!("{} v{version}: retry requested", target.name);
             }
             ProjectionsCommand::Skip(target) => {
-                with_control!(&control, |c| c.skip(&target.name, target.version).await)?;
-                println!("{} v{}: skip requested", target.name, target.version);
+                let version = version_of(&control, &target, false).await?;
+                with_control!(&control, |c| c.skip(&target.name, version).await)?;
+                println!("{} v{version}: skip requested", target.name);
             }
         }
         Ok(())
@@ -93,19 +162,21 @@ async fn open(url: &str) -> anyhow::Result<Control> {
         let pool = sqlx::PgPool::connect(url)
             .await
             .with_context(|| format!("connecting to {}", crate::outbox::redact(url)))?;
-        return Ok(Control::Postgres(ProjectionControl::new(PostgresProjections::new(pool).await?)));
+        let control = ProjectionControl::new(PostgresProjections::new(pool.clone()).await?);
+        return Ok(Control::Postgres(control, pool));
     }
     if url.starts_with("sqlite:") {
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
             .with_context(|| format!("reading {url}"))?
             .busy_timeout(Duration::from_secs(5));
         let pool = sqlx::SqlitePool::connect_with(options).await.with_context(|| format!("opening {url}"))?;
-        return Ok(Control::Sqlite(ProjectionControl::new(SqliteProjections::new(pool).await?)));
+        let control = ProjectionControl::new(SqliteProjections::new(pool.clone()).await?);
+        return Ok(Control::Sqlite(control, pool));
     }
     bail!("--database-url {}: expected postgres://... or sqlite://...", crate::outbox::redact(url))
 }
 
-const HEADER: [&str; 6] = ["projection", "version", "checkpoint", "last event", "state", "parked error"];
+const HEADER: [&str; 7] = ["projection", "version", "serving", "checkpoint", "last event", "state", "parked error"];
 
 fn row(name: &str, version: u32, state: &ProjectionState) -> Vec<String> {
     let last = state.last_event_ms.map(herald::time::rfc3339_from_millis).unwrap_or_default();
@@ -117,8 +188,15 @@ fn row(name: &str, version: u32, state: &ProjectionState) -> Vec<String> {
         Some(command) => format!("{status} ({command:?} requested)"),
         None => status,
     };
+    let serving = match (state.retired_ms, state.live_version) {
+        (Some(_), _) => "retired",
+        (None, Some(live)) if live == version => "live",
+        (None, Some(live)) if live > version => "superseded",
+        (None, Some(_)) => "building",
+        (None, None) => "-",
+    };
     let position = format!("{}:{}", state.position.txid, state.position.id);
-    vec![name.to_string(), version.to_string(), position, last, status, error]
+    vec![name.to_string(), version.to_string(), serving.to_string(), position, last, status, error]
 }
 
 fn print(as_json: bool, rows: &[Vec<String>]) {

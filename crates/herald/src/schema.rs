@@ -14,8 +14,13 @@ pub(crate) mod postgres {
         [("20261127000001_outbox", include_str!("../migrations/postgres/20261127000001_outbox.sql"))];
     pub(crate) const EVENT_STORE: [(&str, &str); 1] =
         [("20261130000002_event_store", include_str!("../migrations/postgres/20261130000002_event_store.sql"))];
-    pub(crate) const PROJECTIONS: [(&str, &str); 1] =
-        [("20261130000003_projections", include_str!("../migrations/postgres/20261130000003_projections.sql"))];
+    pub(crate) const PROJECTIONS: [(&str, &str); 2] = [
+        ("20261130000003_projections", include_str!("../migrations/postgres/20261130000003_projections.sql")),
+        (
+            "20261130000004_projection_versions",
+            include_str!("../migrations/postgres/20261130000004_projection_versions.sql"),
+        ),
+    ];
 }
 
 /// SQLite: one writer at a time, so no lock is needed.
@@ -30,8 +35,13 @@ pub(crate) mod sqlite {
         [("20261127000001_outbox", include_str!("../migrations/sqlite/20261127000001_outbox.sql"))];
     pub(crate) const EVENT_STORE: [(&str, &str); 1] =
         [("20261130000002_event_store", include_str!("../migrations/sqlite/20261130000002_event_store.sql"))];
-    pub(crate) const PROJECTIONS: [(&str, &str); 1] =
-        [("20261130000003_projections", include_str!("../migrations/sqlite/20261130000003_projections.sql"))];
+    pub(crate) const PROJECTIONS: [(&str, &str); 2] = [
+        ("20261130000003_projections", include_str!("../migrations/sqlite/20261130000003_projections.sql")),
+        (
+            "20261130000004_projection_versions",
+            include_str!("../migrations/sqlite/20261130000004_projection_versions.sql"),
+        ),
+    ];
 }
 
 /// Applies `migrations` (name, SQL) that `herald_schema` does not list yet, in order, in

@@ -2,11 +2,8 @@
 
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
-use super::{Command, ProjectionDb, ProjectionError, ProjectionState, database, sql, state_from};
-use crate::store::{Position, StoredEvent};
-
-/// The read models' database (PostgreSQL); apply the projections' tables yourself, or in
-/// `apply` with `CREATE TABLE IF NOT EXISTS`.
+/// The read models' database (PostgreSQL): projection versions' tables, their views, and
+/// the checkpoints.
 #[derive(Debug, Clone)]
 pub struct PostgresProjections {
     pool: PgPool,
@@ -14,7 +11,7 @@ pub struct PostgresProjections {
 
 impl PostgresProjections {
     /// Applies herald's projection migrations if missing.
-    pub async fn new(pool: PgPool) -> Result<Self, ProjectionError> {
+    pub async fn new(pool: PgPool) -> Result<Self, super::ProjectionError> {
         crate::schema::migrate!(pool, postgres, crate::schema::postgres::PROJECTIONS, super::database);
         Ok(Self { pool })
     }
@@ -26,8 +23,8 @@ impl PostgresProjections {
 }
 
 /// The shared SQL as it is.
-fn lite(pg: &'static str) -> AssertSqlSafe<&'static str> {
-    AssertSqlSafe(pg)
+fn same(pg: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(pg.to_string())
 }
 
-super::projection_db!(PostgresProjections, Postgres, lite);
+super::db::projection_db!(PostgresProjections, Postgres, same, "BEGIN");

@@ -2,11 +2,8 @@
 
 use sqlx::{AssertSqlSafe, Sqlite, SqlitePool};
 
-use super::{Command, ProjectionDb, ProjectionError, ProjectionState, database, sql, state_from};
-use crate::store::{Position, StoredEvent};
-
-/// The read models' database (SQLite); apply the projections' tables yourself, or in
-/// `apply` with `CREATE TABLE IF NOT EXISTS`.
+/// The read models' database (SQLite): projection versions' tables, their views, and the
+/// checkpoints.
 #[derive(Debug, Clone)]
 pub struct SqliteProjections {
     pool: SqlitePool,
@@ -14,7 +11,7 @@ pub struct SqliteProjections {
 
 impl SqliteProjections {
     /// Applies herald's projection migrations if missing.
-    pub async fn new(pool: SqlitePool) -> Result<Self, ProjectionError> {
+    pub async fn new(pool: SqlitePool) -> Result<Self, super::ProjectionError> {
         crate::schema::migrate!(pool, sqlite, crate::schema::sqlite::PROJECTIONS, super::database);
         Ok(Self { pool })
     }
@@ -30,4 +27,4 @@ fn lite(pg: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(pg.replace('$', "?"))
 }
 
-super::projection_db!(SqliteProjections, Sqlite, lite);
+super::db::projection_db!(SqliteProjections, Sqlite, lite, "BEGIN IMMEDIATE");
