@@ -67,7 +67,10 @@ fn the_order_summary_read_model_agrees_with_the_orders() {
     let out = run_example("order_summary", "127.0.0.1:1");
     assert!(out.contains("12 orders, 30 events appended"), "{out}");
     let row = |customer: &str, status: &str| {
-        out.lines().find(|l| l.starts_with(customer) && l.contains(&format!(" {status} "))).unwrap_or_default().to_string()
+        out.lines()
+            .find(|l| l.starts_with(customer) && l.contains(&format!(" {status} ")))
+            .unwrap_or_default()
+            .to_string()
     };
     assert!(row("bob", "shipped").ends_with("2         5500"), "{out}");
     assert!(row("cy", "cancelled").ends_with("1         3750"), "{out}");

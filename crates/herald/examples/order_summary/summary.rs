@@ -88,7 +88,12 @@ async fn move_order(tx: &mut Transaction<'static, Sqlite>, order_id: &str, to: &
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("order {order_id} changed status before it was placed"))?;
     let update = format!("UPDATE {table} SET status = ? WHERE order_id = ?");
-    sqlx::query(sqlx::AssertSqlSafe(update)).bind(to).bind(order_id).execute(&mut **tx).await.map_err(|e| e.to_string())?;
+    sqlx::query(sqlx::AssertSqlSafe(update))
+        .bind(to)
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| e.to_string())?;
     add(tx, &customer, &from, -1, -total).await?;
     add(tx, &customer, to, 1, total).await
 }

@@ -58,9 +58,11 @@ pub struct ProjectionRunner<S, D, P> {
     db: D,
     projection: Arc<P>,
     config: RunnerConfig,
-    /// When retired versions were last looked for, and progress last logged (ms).
+    /// When retired versions were last looked for, progress last logged and the lag last
+    /// measured (ms).
     last_sweep_ms: AtomicI64,
     last_progress_ms: AtomicI64,
+    last_lag_ms: AtomicI64,
 }
 
 /// What a runner does next, from its stored state.
@@ -88,10 +90,22 @@ fn next(state: &ProjectionState, version: u32) -> Next {
     }
 }
 
+/// How a round went.
+enum Round {
+    /// Folded a batch or carried out a command: go on.
+    Busy,
+    /// Nothing left to fold.
+    CaughtUp,
+    /// Parked, waiting for a command.
+    Parked,
+    /// A newer version is live.
+    Superseded,
+}
+
 /// How a batch went.
 enum Folded {
-    /// All of it, checkpoint moved.
-    All,
+    /// All of it, checkpoint moved; the append time of the last event applied.
+    All(Option<i64>),
     /// Event `index` failed with the error; nothing committed.
     FailedAt(usize, String),
     /// Another runner moved the checkpoint, or the version was retired: nothing committed.
@@ -107,8 +121,9 @@ where
     /// A runner folding `store`'s events into `projection`, with its read model and
     /// checkpoints in `db`.
     pub fn new(store: S, db: D, projection: P, config: RunnerConfig) -> Self {
-        let (last_sweep_ms, last_progress_ms) = (AtomicI64::new(0), AtomicI64::new(0));
-        Self { store, db, projection: Arc::new(projection), config, last_sweep_ms, last_progress_ms }
+        let projection = Arc::new(projection);
+        let (last_sweep_ms, last_progress_ms, last_lag_ms) = (AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0));
+        Self { store, db, projection, config, last_sweep_ms, last_progress_ms, last_lag_ms }
     }
 
     /// Creates the version's tables if new, then runs until `shutdown` resolves or a newer
@@ -119,49 +134,92 @@ where
         self.db.prepare(name, version, self.projection.tables()).await?;
         tokio::pin!(shutdown);
         loop {
+            let appended = self.store.appended();
+            let woken = appended.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let round = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                round = self.step() => round?,
+            };
+            match round {
+                Round::Busy => continue,
+                Round::Superseded => {
+                    tracing::warn!(
+                        projection = name,
+                        version,
+                        "a newer version of this projection is live; this runner stops"
+                    );
+                    return Ok(());
+                }
+                Round::CaughtUp | Round::Parked => {}
+            }
+            // Caught up: until an append here wakes it, or the poll interval (appends by
+            // other processes). Parked: the poll interval, to look for a command.
+            let wake = matches!(round, Round::CaughtUp);
+            let pause = tokio::time::timeout(self.config.poll_interval, async {
+                if wake { woken.await } else { std::future::pending().await }
+            });
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                step = self.step() => if !step? {
-                    tracing::warn!(projection = name, version, "a newer version of this projection is live; this runner stops");
-                    return Ok(());
-                },
+                _ = pause => {}
             }
         }
     }
 
-    /// One round; false once superseded.
-    async fn step(&self) -> Result<bool, ProjectionError> {
+    /// Creates the version's tables if new, then folds until there is nothing left (or it
+    /// parks, or a newer version is live), and returns where it stands: for batch jobs,
+    /// tests and examples.
+    pub async fn catch_up(&self) -> Result<ProjectionState, ProjectionError> {
+        let (name, version) = (self.projection.name(), self.projection.version());
+        self.db.prepare(name, version, self.projection.tables()).await?;
+        while let Round::Busy = self.step().await? {}
+        self.db.state(name, version).await
+    }
+
+    /// One round: carry out a command, or fold the next batch.
+    async fn step(&self) -> Result<Round, ProjectionError> {
         let (name, version) = (self.projection.name(), self.projection.version());
         let state = self.db.state(name, version).await?;
-        match next(&state, version) {
-            Next::Superseded => return Ok(false),
-            Next::Resolve(command) => self.db.resolve(name, version, command).await?,
-            Next::Wait => tokio::time::sleep(self.config.poll_interval).await,
-            Next::Fold => self.fold_next(&state).await?,
-        }
-        Ok(true)
+        Ok(match next(&state, version) {
+            Next::Superseded => Round::Superseded,
+            Next::Resolve(command) => {
+                self.db.resolve(name, version, command).await?;
+                Round::Busy
+            }
+            Next::Wait => Round::Parked,
+            Next::Fold => self.fold_next(state).await?,
+        })
     }
 
     /// Folds the next batch (parking at a failing event), then switches live if this
-    /// version is building and close enough; when caught up, waits for appends.
-    async fn fold_next(&self, state: &ProjectionState) -> Result<(), ProjectionError> {
-        let appended = self.store.appended();
-        let woken = appended.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
+    /// version is building and close enough.
+    async fn fold_next(&self, mut state: ProjectionState) -> Result<Round, ProjectionError> {
         let events = self.store.read_all(state.position, self.config.batch).await?;
-        if events.is_empty() {
-            let behind = self.report_lag(state).await;
-            self.after_catch_up(state, behind).await?;
-            let _ = tokio::time::timeout(self.config.poll_interval, woken).await;
-            return Ok(());
+        let round = match events.last() {
+            None => Round::CaughtUp,
+            Some(last) => match self.fold(&events, &state).await? {
+                Folded::All(last_event_ms) => {
+                    (state.position, state.last_event_ms) = (last.position, last_event_ms);
+                    Round::Busy
+                }
+                Folded::Raced => return Ok(Round::Busy),
+                Folded::FailedAt(index, error) => {
+                    self.park_at(&events, index, &error, &state).await?;
+                    return Ok(Round::Busy);
+                }
+            },
+        };
+        // A full batch means more is waiting: measure the lag only near the head, or once
+        // a second while far behind (the count costs a scan of what is left).
+        let now = crate::time::now_ms();
+        let near_head = events.len() < self.config.batch;
+        if near_head || now - self.last_lag_ms.load(Ordering::Relaxed) >= 1000 {
+            self.last_lag_ms.store(now, Ordering::Relaxed);
+            let behind = self.report_lag(&state).await;
+            self.after_catch_up(&state, behind).await?;
         }
-        if let Folded::FailedAt(index, error) = self.fold(&events, state).await? {
-            self.park_at(&events, index, &error, state).await?;
-        }
-        let state = self.db.state(self.projection.name(), self.projection.version()).await?;
-        let behind = self.report_lag(&state).await;
-        self.after_catch_up(&state, behind).await
+        Ok(round)
     }
 
     /// Folds what came before the failing event, then parks at it.
@@ -172,7 +230,7 @@ where
         error: &str,
         state: &ProjectionState,
     ) -> Result<(), ProjectionError> {
-        if index > 0 && !matches!(self.fold(&events[..index], state).await?, Folded::All) {
+        if index > 0 && !matches!(self.fold(&events[..index], state).await?, Folded::All(_)) {
             return Ok(());
         }
         let (name, version, event) = (self.projection.name(), self.projection.version(), &events[index]);
@@ -197,10 +255,10 @@ where
             Ok(last) => last,
             Err((index, error)) => return D::rollback(tx).await.map(|()| Folded::FailedAt(index, error)),
         };
-        let Some(last) = events.last() else { return Ok(Folded::All) };
+        let Some(last) = events.last() else { return D::rollback(tx).await.map(|()| Folded::All(last_event_ms)) };
         D::save_in(&mut tx, name, version, last.position, last_event_ms).await?;
         D::commit(tx).await?;
-        Ok(Folded::All)
+        Ok(Folded::All(last_event_ms))
     }
 
     /// Applies the events this projection handles; returns the append time of the last
