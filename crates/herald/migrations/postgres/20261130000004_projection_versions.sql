@@ -14,3 +14,15 @@ CREATE TABLE IF NOT EXISTS herald_projection_live (
     version      INTEGER NOT NULL,
     switched_ms  BIGINT  NOT NULL
 );
+
+-- A Kafka-fed projection version's checkpoint: the next offset to fold per partition,
+-- moved in the same transaction as the read model's writes (records below it are
+-- redeliveries and are passed over).
+CREATE TABLE IF NOT EXISTS herald_projection_offsets (
+    name         TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    topic        TEXT    NOT NULL,
+    partition    INTEGER NOT NULL,
+    next_offset  BIGINT  NOT NULL,
+    PRIMARY KEY (name, version, topic, partition)
+);

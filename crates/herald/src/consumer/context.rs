@@ -139,24 +139,50 @@ where
     Arc::new(move |payload: &[u8], mut context: Context| {
         let envelope = Envelope::<E>::from_json(payload, envelope_max_bytes)
             .map_err(|error| HandlerError::Undecodable(error.to_string()))?;
-        context.event_id = envelope.event_id;
-        context.correlation_id.clone_from(&envelope.correlation_id);
-        context.causation_id.clone_from(&envelope.causation_id);
-        context.trace_id.clone_from(&envelope.trace_id);
-        let span = tracing::info_span!(
-            "herald.handle",
-            event_type = E::TYPE,
-            event_id = %context.event_id,
-            correlation_id = context.correlation_id.as_deref(),
-            causation_id = context.causation_id.as_deref(),
-            trace_id = context.trace_id.as_deref(),
-            topic = context.topic(),
-            partition = context.partition,
-            offset = context.offset,
-            attempt = context.attempt,
-        );
+        let span = take_ids(&mut context, &envelope, E::TYPE);
         let event_id = context.event_id;
         let future = Box::pin(handler(envelope, context));
         Ok(Ready { event_id, span, future })
     })
+}
+
+/// Wraps a handler of records of `event_type` whatever their data: only the envelope's ids
+/// are decoded (into the context); the handler reads the record itself.
+pub(crate) fn erase_record<F, Fut>(event_type: &'static str, handler: F, envelope_max_bytes: usize) -> ErasedHandler
+where
+    F: Fn(Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(move |payload: &[u8], mut context: Context| {
+        if payload.len() > envelope_max_bytes {
+            let error = format!("a {event_type} envelope of {} bytes (max {envelope_max_bytes})", payload.len());
+            return Err(HandlerError::Undecodable(error));
+        }
+        let envelope: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(payload)
+            .map_err(|error| HandlerError::Undecodable(format!("reading a {event_type} envelope: {error}")))?;
+        let span = take_ids(&mut context, &envelope, event_type);
+        let event_id = context.event_id;
+        let future = Box::pin(handler(context));
+        Ok(Ready { event_id, span, future })
+    })
+}
+
+/// Copies the envelope's ids into the context; returns the handling span carrying them.
+fn take_ids<T>(context: &mut Context, envelope: &Envelope<T>, event_type: &str) -> tracing::Span {
+    context.event_id = envelope.event_id;
+    context.correlation_id.clone_from(&envelope.correlation_id);
+    context.causation_id.clone_from(&envelope.causation_id);
+    context.trace_id.clone_from(&envelope.trace_id);
+    tracing::info_span!(
+        "herald.handle",
+        event_type,
+        event_id = %context.event_id,
+        correlation_id = context.correlation_id.as_deref(),
+        causation_id = context.causation_id.as_deref(),
+        trace_id = context.trace_id.as_deref(),
+        topic = context.topic(),
+        partition = context.partition,
+        offset = context.offset,
+        attempt = context.attempt,
+    )
 }

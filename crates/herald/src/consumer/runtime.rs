@@ -204,6 +204,9 @@ pub enum ConsumerError {
     },
 }
 
+/// How often a stopping consumer looks whether its in-flight messages are done.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// A group consumer with typed handlers.
 pub struct Consumer {
     config: ConsumerConfig,
@@ -263,6 +266,19 @@ impl Consumer {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.handlers.insert(E::TYPE, erase(handler, self.config.envelope_max_bytes));
+        self
+    }
+
+    /// Handles events of `event_type` whatever their data (a projection's, which declares
+    /// types by name): `handler` reads the record from its [`Context`]; the envelope's ids
+    /// are in the context as for typed handlers.
+    pub fn on_record<F, Fut>(mut self, event_type: &'static str, handler: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handlers
+            .insert(event_type, super::context::erase_record(event_type, handler, self.config.envelope_max_bytes));
         self
     }
 
@@ -357,6 +373,9 @@ impl Consumer {
                     tracing::debug!(group = %config.group_id, buffered = dispatcher.buffered(), "stopping: finishing in-flight messages");
                     stopping = true;
                     deadline = tokio::time::Instant::now() + config.shutdown_grace;
+                    // The stop is checked on this tick: no slower than STOP_CHECK, whatever
+                    // the commit interval (an hour's would hold the stop for an hour).
+                    commit_tick = tokio::time::interval(config.commit_interval.min(STOP_CHECK));
                 }
                 Some(slots) = revoked_rx.recv() => dispatcher.revoke(slots),
                 received = std::future::poll_fn(|cx| std::pin::Pin::new(&mut messages).poll_next(cx)), if !stopping && dispatcher.has_room() => {

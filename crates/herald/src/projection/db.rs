@@ -35,6 +35,27 @@ pub trait ProjectionDb: Send + Sync + Clone + 'static {
         name: &str,
         version: u32,
     ) -> impl Future<Output = Result<Option<(Position, Option<i64>)>, ProjectionError>> + Send;
+    /// Moves the checkpoint from `from` to `to` inside `tx`, first thing (so it also locks
+    /// it), if it is still at `from` and the version is neither retired, parked nor told to
+    /// do something; false otherwise (the caller rolls back).
+    fn advance_in(
+        tx: &mut Self::Tx,
+        name: &str,
+        version: u32,
+        from: Position,
+        to: Position,
+        last_event_ms: Option<i64>,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send;
+    /// Moves a Kafka-fed version's checkpoint for `topic`/`partition` past `offset` inside
+    /// `tx`, first thing; false if it already is past it (a redelivery: roll back).
+    fn advance_offset_in(
+        tx: &mut Self::Tx,
+        name: &str,
+        version: u32,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send;
     /// Moves the checkpoint inside `tx`, with the read model's writes.
     fn save_in(
         tx: &mut Self::Tx,
@@ -107,6 +128,13 @@ pub(crate) mod sql {
          WHERE name = $1 AND version = $2 RETURNING txid, id, retired_ms";
     pub(crate) const SAVE: &str = "UPDATE herald_projection_checkpoints SET txid = $3, id = $4, \
          last_event_ms = $5, updated_ms = $6 WHERE name = $1 AND version = $2";
+    pub(crate) const ADVANCE: &str = "UPDATE herald_projection_checkpoints SET txid = $3, id = $4, \
+         last_event_ms = $5, updated_ms = $6 WHERE name = $1 AND version = $2 AND txid = $7 AND id = $8 \
+         AND retired_ms IS NULL AND parked_id IS NULL AND command IS NULL";
+    pub(crate) const ADVANCE_OFFSET: &str = "INSERT INTO herald_projection_offsets \
+         (name, version, topic, partition, next_offset) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (name, version, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+         WHERE herald_projection_offsets.next_offset < excluded.next_offset";
     pub(crate) const RETIRE: &str = "UPDATE herald_projection_checkpoints SET retired_ms = $3 \
          WHERE name = $1 AND version = $2 RETURNING txid, id";
     pub(crate) const GO_LIVE: &str = "INSERT INTO herald_projection_live (name, version, switched_ms) \
@@ -343,6 +371,49 @@ macro_rules! projection_db {
                     .await
                     .map_err(database("claim the checkpoint"))?;
                 Ok(row.map(|(txid, id, retired)| (Position { txid, id }, retired)))
+            }
+
+            async fn advance_in(
+                tx: &mut Self::Tx,
+                name: &str,
+                version: u32,
+                from: Position,
+                to: Position,
+                last_event_ms: Option<i64>,
+            ) -> Result<bool, ProjectionError> {
+                let done = sqlx::query($sql(sql::ADVANCE))
+                    .bind(name)
+                    .bind(i64::from(version))
+                    .bind(to.txid)
+                    .bind(to.id)
+                    .bind(last_event_ms)
+                    .bind($crate::time::now_ms())
+                    .bind(from.txid)
+                    .bind(from.id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(database("move the checkpoint"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn advance_offset_in(
+                tx: &mut Self::Tx,
+                name: &str,
+                version: u32,
+                topic: &str,
+                partition: i32,
+                offset: i64,
+            ) -> Result<bool, ProjectionError> {
+                let done = sqlx::query($sql(sql::ADVANCE_OFFSET))
+                    .bind(name)
+                    .bind(i64::from(version))
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(offset.saturating_add(1))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(database("move the partition checkpoint"))?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn save_in(

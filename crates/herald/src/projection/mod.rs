@@ -26,6 +26,7 @@
 
 mod control;
 pub(crate) mod db;
+mod kafka;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 
 pub use control::{ProjectionControl, RebuildProgress};
 pub use db::ProjectionDb;
+pub use kafka::projection_consumer;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresProjections;
 pub use runner::{ProjectionRunner, RunnerConfig};

@@ -63,6 +63,9 @@ pub struct ProjectionRunner<S, D, P> {
     last_sweep_ms: AtomicI64,
     last_progress_ms: AtomicI64,
     last_lag_ms: AtomicI64,
+    /// The state after this runner's last clean fold: the next round starts from it
+    /// without reading it back (the fold's checkpoint update re-checks it in the database).
+    folded: std::sync::Mutex<Option<ProjectionState>>,
 }
 
 /// What a runner does next, from its stored state.
@@ -123,7 +126,8 @@ where
     pub fn new(store: S, db: D, projection: P, config: RunnerConfig) -> Self {
         let projection = Arc::new(projection);
         let (last_sweep_ms, last_progress_ms, last_lag_ms) = (AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0));
-        Self { store, db, projection, config, last_sweep_ms, last_progress_ms, last_lag_ms }
+        let folded = std::sync::Mutex::new(None);
+        Self { store, db, projection, config, last_sweep_ms, last_progress_ms, last_lag_ms, folded }
     }
 
     /// Creates the version's tables if new, then runs until `shutdown` resolves or a newer
@@ -180,7 +184,11 @@ where
     /// One round: carry out a command, or fold the next batch.
     async fn step(&self) -> Result<Round, ProjectionError> {
         let (name, version) = (self.projection.name(), self.projection.version());
-        let state = self.db.state(name, version).await?;
+        let cached = crate::sync::lock(&self.folded).take();
+        let state = match cached {
+            Some(state) => state,
+            None => self.db.state(name, version).await?,
+        };
         Ok(match next(&state, version) {
             Next::Superseded => Round::Superseded,
             Next::Resolve(command) => {
@@ -201,6 +209,9 @@ where
             Some(last) => match self.fold(&events, &state).await? {
                 Folded::All(last_event_ms) => {
                     (state.position, state.last_event_ms) = (last.position, last_event_ms);
+                    if events.len() == self.config.batch {
+                        *crate::sync::lock(&self.folded) = Some(state.clone());
+                    }
                     Round::Busy
                 }
                 Folded::Raced => return Ok(Round::Busy),
@@ -242,21 +253,21 @@ where
     }
 
     /// Folds `events` into the read model and moves the checkpoint past them, in one
-    /// transaction that first locks the checkpoint; on the first failing `apply`, nothing
-    /// of it commits.
+    /// transaction that moves (and so locks) the checkpoint first; on the first failing
+    /// `apply`, nothing of it commits.
     async fn fold(&self, events: &[StoredEvent], state: &ProjectionState) -> Result<Folded, ProjectionError> {
         let (name, version) = (self.projection.name(), self.projection.version());
+        let Some(last) = events.last() else { return Ok(Folded::All(state.last_event_ms)) };
+        let types = self.projection.event_types();
+        let handled = events.iter().rev().find(|e| types.is_empty() || types.contains(&e.event_type.as_str()));
+        let last_event_ms = handled.map(|e| e.created_ms).or(state.last_event_ms);
         let mut tx = self.db.begin().await?;
-        match D::claim(&mut tx, name, version).await? {
-            Some((position, None)) if position == state.position => {}
-            _ => return D::rollback(tx).await.map(|()| Folded::Raced),
+        if !D::advance_in(&mut tx, name, version, state.position, last.position, last_event_ms).await? {
+            return D::rollback(tx).await.map(|()| Folded::Raced);
         }
-        let last_event_ms = match self.apply_all(&mut tx, events, state.last_event_ms).await {
-            Ok(last) => last,
-            Err((index, error)) => return D::rollback(tx).await.map(|()| Folded::FailedAt(index, error)),
-        };
-        let Some(last) = events.last() else { return D::rollback(tx).await.map(|()| Folded::All(last_event_ms)) };
-        D::save_in(&mut tx, name, version, last.position, last_event_ms).await?;
+        if let Err((index, error)) = self.apply_all(&mut tx, events, state.last_event_ms).await {
+            return D::rollback(tx).await.map(|()| Folded::FailedAt(index, error));
+        }
         D::commit(tx).await?;
         Ok(Folded::All(last_event_ms))
     }
