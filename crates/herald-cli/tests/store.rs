@@ -86,4 +86,9 @@ async fn projections_are_listed_and_a_parked_one_takes_commands() {
             .await
             .expect("command");
     assert_eq!(command.as_deref(), Some("skip"), "left for the runner");
+    let rebuild = ok(&herald(&["projections", "rebuild", "order_summary", "--database-url", &url]));
+    assert!(rebuild.starts_with("order_summary v2: 0 of 0 events (100.0 %)"), "{rebuild}");
+    let reset = herald(&["projections", "reset", "order_summary", "--version", "2", "--database-url", &url]);
+    let stderr = String::from_utf8_lossy(&reset.stderr);
+    assert!(!reset.status.success() && stderr.contains("declares no tables"), "refused: {stderr}");
 }
