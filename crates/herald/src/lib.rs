@@ -37,6 +37,8 @@ pub mod outbox;
 pub mod projection;
 pub mod publisher;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod saga;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod store;

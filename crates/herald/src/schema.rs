@@ -21,6 +21,8 @@ pub(crate) mod postgres {
             include_str!("../migrations/postgres/20261130000004_projection_versions.sql"),
         ),
     ];
+    pub(crate) const SAGAS: [(&str, &str); 1] =
+        [("20261130000005_sagas", include_str!("../migrations/postgres/20261130000005_sagas.sql"))];
 }
 
 /// SQLite: one writer at a time, so no lock is needed.
@@ -42,6 +44,8 @@ pub(crate) mod sqlite {
             include_str!("../migrations/sqlite/20261130000004_projection_versions.sql"),
         ),
     ];
+    pub(crate) const SAGAS: [(&str, &str); 1] =
+        [("20261130000005_sagas", include_str!("../migrations/sqlite/20261130000005_sagas.sql"))];
 }
 
 /// Applies `migrations` (name, SQL) that `herald_schema` does not list yet, in order, in

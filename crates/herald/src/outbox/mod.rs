@@ -116,7 +116,8 @@ pub struct OutboxRecord {
 /// the writer's transaction.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug)]
-pub(crate) struct Encoded {
+#[doc(hidden)]
+pub struct Encoded {
     pub(crate) event_id: Uuid,
     pub(crate) topic: String,
     pub(crate) key: Option<String>,
