@@ -76,3 +76,17 @@ fn the_order_summary_read_model_agrees_with_the_orders() {
     assert!(row("cy", "cancelled").ends_with("1         3750"), "{out}");
     assert!(out.contains("order_summary agrees with the 12 orders' own states"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_saga_completes_four_orders_and_compensates_two() {
+    let broker = TestBroker::start().await;
+    let out = run_example("order_saga", &broker.bootstrap());
+    assert_eq!(out.lines().filter(|l| l.contains(": completed via ")).count(), 4, "{out}");
+    let declined = out.lines().find(|l| l.starts_with("saga o4-")).unwrap_or_default();
+    assert!(
+        declined.contains("compensated via") && declined.contains("<payment.declined undo>inventory.release >order.cancel"),
+        "{out}"
+    );
+    let slow = out.lines().find(|l| l.starts_with("saga o5-slow-")).unwrap_or_default();
+    assert!(slow.contains("deadline:payment undo>inventory.release >order.cancel end:compensated"), "{out}");
+}

@@ -56,16 +56,16 @@ async fn main() -> anyhow::Result<()> {
     let outbox = SqliteOutbox::new(pool.clone()).await?;
     let publisher = PublisherConfig::default().brokers(&brokers).client_id("order-saga").linger(Duration::from_millis(1));
     let relay = Relay::new(outbox, publisher, RelayConfig::default());
-    tasks.push(tokio::spawn(relay.run(until_stopped()).await_err()));
+    tasks.push(tokio::spawn(as_anyhow(relay.run(until_stopped()))));
 
     // The saga itself.
     let runner = SagaRunner::new(sagas.clone(), OrderSaga { suffix: run.clone() }, SagaConfig::default());
     let consumer = ConsumerConfig::new(&brokers, "order-saga", &saga_topics());
-    tasks.push(tokio::spawn(runner.run(consumer, until_stopped()).await_err()));
+    tasks.push(tokio::spawn(as_anyhow(runner.run(consumer, until_stopped()))));
 
     // The services it orchestrates, each replying through the broker.
     for service in services(&brokers, &run) {
-        tasks.push(tokio::spawn(service.run(until_stopped()).await_err()));
+        tasks.push(tokio::spawn(as_anyhow(service.run(until_stopped()))));
     }
 
     let orders = place_orders(&brokers, &run).await?;
@@ -173,16 +173,6 @@ fn services(brokers: &str, run: &str) -> Vec<Consumer> {
 }
 
 /// A task's result as `anyhow`.
-trait AwaitErr {
-    fn await_err(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
-}
-
-impl<F, E> AwaitErr for F
-where
-    F: std::future::Future<Output = Result<(), E>> + Send,
-    E: Into<anyhow::Error>,
-{
-    fn await_err(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
-        async move { self.await.map_err(Into::into) }
-    }
+async fn as_anyhow<E: Into<anyhow::Error>>(run: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()> {
+    run.await.map_err(Into::into)
 }

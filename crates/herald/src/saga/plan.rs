@@ -64,7 +64,7 @@ pub struct Write {
 #[doc(hidden)]
 pub enum Plan {
     /// Write this.
-    Write(Write),
+    Write(Box<Write>),
     /// An event for an instance that does not exist and that does not start one (yet:
     /// it may have overtaken the event that starts it).
     NotStarted,
@@ -179,7 +179,7 @@ fn write<T: serde::Serialize>(
         updated_ms: now_ms,
         ..stored
     };
-    Ok(Plan::Write(Write {
+    Ok(Plan::Write(Box::new(Write {
         instance,
         ended_ms: decision.end.map(|_| now_ms),
         history,
@@ -187,5 +187,5 @@ fn write<T: serde::Serialize>(
         set: decision.set,
         cancel: decision.cancel,
         cancel_all: decision.end.is_some(),
-    }))
+    })))
 }
