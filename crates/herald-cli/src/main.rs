@@ -11,6 +11,7 @@ mod groups;
 mod outbox;
 mod produce;
 mod projections;
+mod sagas;
 mod serve;
 mod store;
 mod topics;
@@ -51,8 +52,10 @@ enum Command {
     Outbox(outbox::OutboxArgs),
     /// A service's event store: `herald store streams | read <stream> | stats --database-url ...`.
     Store(store::StoreArgs),
-    /// A service's projections: `herald projections list | status | retry | skip --database-url ...`.
+    /// A service's projections: `herald projections list | status | rebuild | reset | retry | skip --database-url ...`.
     Projections(projections::ProjectionsArgs),
+    /// A service's sagas: `herald sagas list [--state S] | show <id> --database-url ...`.
+    Sagas(sagas::SagasArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Outbox(args) => outbox::run(args),
         Command::Store(args) => store::run(args),
         Command::Projections(args) => projections::run(args),
+        Command::Sagas(args) => sagas::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -92,3 +92,34 @@ async fn projections_are_listed_and_a_parked_one_takes_commands() {
     let stderr = String::from_utf8_lossy(&reset.stderr);
     assert!(!reset.status.success() && stderr.contains("declares no tables"), "refused: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_are_listed_and_one_shows_its_history_deadlines_and_remaining_steps() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("sagas.db");
+    let pool = sqlx::SqlitePool::connect_with(herald::outbox::sqlite_options(&path)).await.expect("pool");
+    herald::saga::SqliteSagas::new(pool.clone()).await.expect("saga tables");
+    for statement in [
+        "INSERT INTO herald_sagas (saga, id, version, status, step, state, started_ms, updated_ms) \
+         VALUES ('order', 'o1', 2, 'running', 'process-payment', '{\"amountCents\":100}', 1000, 2000)",
+        "INSERT INTO herald_sagas (saga, id, version, status, step, state, started_ms, updated_ms, ended_ms) \
+         VALUES ('order', 'o2', 3, 'compensated', 'process-payment', '{}', 500, 900, 900)",
+        "INSERT INTO herald_saga_history VALUES ('order', 'o1', 1, 0, 1000, 'in', 'order.placed', 'e-1')",
+        "INSERT INTO herald_saga_history VALUES ('order', 'o1', 1, 1, 1000, 'out', 'inventory.reserve', 'e-2')",
+        "INSERT INTO herald_saga_deadlines (saga, id, name, due_ms, set_version) VALUES ('order', 'o1', 'payment', 3500, 2)",
+        "INSERT INTO herald_saga_definitions VALUES ('order', 'reserve-inventory,process-payment,ship')",
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect(statement);
+    }
+    let url = format!("sqlite://{}", path.display());
+    let list = ok(&herald(&["sagas", "list", "--database-url", &url]));
+    assert!(list.contains("o1") && list.contains("o2") && list.contains("compensated"), "{list}");
+    let running = ok(&herald(&["sagas", "list", "--state", "running", "--database-url", &url, "--json"]));
+    assert_eq!(running.lines().count(), 1, "{running}");
+    let shown = ok(&herald(&["sagas", "show", "o1", "--database-url", &url]));
+    assert!(shown.contains("running at step process-payment"), "{shown}");
+    assert!(shown.contains("remaining steps: ship"), "{shown}");
+    assert!(shown.contains("inventory.reserve") && shown.contains("payment"), "{shown}");
+    let missing = herald(&["sagas", "show", "o9", "--database-url", &url]);
+    assert!(!missing.status.success(), "an unknown instance is an error");
+}

@@ -84,7 +84,8 @@ async fn the_order_saga_completes_four_orders_and_compensates_two() {
     assert_eq!(out.lines().filter(|l| l.contains(": completed via ")).count(), 4, "{out}");
     let declined = out.lines().find(|l| l.starts_with("saga o4-")).unwrap_or_default();
     assert!(
-        declined.contains("compensated via") && declined.contains("<payment.declined undo>inventory.release >order.cancel"),
+        declined.contains("compensated via")
+            && declined.contains("<payment.declined undo>inventory.release >order.cancel"),
         "{out}"
     );
     let slow = out.lines().find(|l| l.starts_with("saga o5-slow-")).unwrap_or_default();

@@ -44,7 +44,8 @@ fn the_kit_walks_the_happy_path_and_both_compensations() {
         .then_ended(Some(End::Compensated));
     assert!(declined.deadlines().is_empty(), "the payment deadline went with the end");
 
-    let timed_out = SagaTest::new(saga()).given([placed("o3", 100), incoming(InventoryReserved { order_id: "o3".into() })]);
+    let timed_out =
+        SagaTest::new(saga()).given([placed("o3", 100), incoming(InventoryReserved { order_id: "o3".into() })]);
     assert_eq!(timed_out.deadlines(), [("payment".to_string(), PAYMENT_TIMEOUT_MS)]);
     timed_out
         .advance(Duration::from_millis(PAYMENT_TIMEOUT_MS as u64 - 1))
@@ -76,7 +77,8 @@ fn flows(run: &str, orders: usize) -> Vec<Vec<Incoming>> {
     (0..orders)
         .map(|n| {
             let order_id = format!("o{n}-{run}");
-            let mut events = vec![placed(&order_id, 100 + n as u64), incoming(InventoryReserved { order_id: order_id.clone() })];
+            let mut events =
+                vec![placed(&order_id, 100 + n as u64), incoming(InventoryReserved { order_id: order_id.clone() })];
             if n % 3 == 2 {
                 events.push(incoming(PaymentDeclined { order_id, reason: "declined".into() }));
             } else {
@@ -154,11 +156,14 @@ macro_rules! outboxed {
     () => {
         |db| {
             Box::pin(async move {
-                let rows: Vec<(Option<String>, String)> =
-                    sqlx::query_as("SELECT key, headers FROM herald_outbox").fetch_all(db.pool()).await.expect("outbox");
+                let rows: Vec<(Option<String>, String)> = sqlx::query_as("SELECT key, headers FROM herald_outbox")
+                    .fetch_all(db.pool())
+                    .await
+                    .expect("outbox");
                 let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
                 for (key, headers) in rows {
-                    let kind = headers.split("\"event-type\",\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("?");
+                    let kind =
+                        headers.split("\"event-type\",\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("?");
                     *counts.entry(key.unwrap_or_default()).or_default().entry(kind.to_string()).or_default() += 1;
                 }
                 counts.into_iter().map(|(order, kinds)| (order, kinds.values().copied().max().unwrap_or(0))).collect()
@@ -172,7 +177,8 @@ macro_rules! outboxed {
 async fn deadlines_fire_once<D: SagaDb>(db: D) {
     let run = uuid::Uuid::now_v7().simple().to_string()[24..].to_string();
     let saga = || OrderSaga { suffix: run.clone() };
-    let config = |owner: &str| SagaConfig::default().owner(owner).deadline_poll(Duration::from_millis(10)).deadline_batch(7);
+    let config =
+        |owner: &str| SagaConfig::default().owner(owner).deadline_poll(Duration::from_millis(10)).deadline_batch(7);
     let first = SagaRunner::new(db.clone(), saga(), config("a"));
     let second = SagaRunner::new(db.clone(), saga(), config("b"));
     let events: Vec<Incoming> = flows(&run, 40).into_iter().flat_map(|f| f.into_iter().take(2)).collect();

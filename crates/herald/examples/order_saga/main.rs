@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The saga's relay: the commands its decisions committed, to the broker.
     let outbox = SqliteOutbox::new(pool.clone()).await?;
-    let publisher = PublisherConfig::default().brokers(&brokers).client_id("order-saga").linger(Duration::from_millis(1));
+    let publisher =
+        PublisherConfig::default().brokers(&brokers).client_id("order-saga").linger(Duration::from_millis(1));
     let relay = Relay::new(outbox, publisher, RelayConfig::default());
     tasks.push(tokio::spawn(as_anyhow(relay.run(until_stopped()))));
 
@@ -173,6 +174,8 @@ fn services(brokers: &str, run: &str) -> Vec<Consumer> {
 }
 
 /// A task's result as `anyhow`.
-async fn as_anyhow<E: Into<anyhow::Error>>(run: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()> {
+async fn as_anyhow<E: Into<anyhow::Error>>(
+    run: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
     run.await.map_err(Into::into)
 }

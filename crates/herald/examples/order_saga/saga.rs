@@ -112,9 +112,7 @@ impl Saga for OrderSaga {
             }
             // Replies that overtook the one the saga waits for come back later.
             ("payment.succeeded" | "payment.declined" | "shipment.shipped", "reserve-inventory")
-            | ("shipment.shipped", "process-payment") => {
-                Decision::not_yet(state)
-            }
+            | ("shipment.shipped", "process-payment") => Decision::not_yet(state),
             (other, step) => Decision::to(state.clone()).note(format!("ignored {other} at {step}")),
         }
     }

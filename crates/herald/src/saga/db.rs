@@ -62,12 +62,8 @@ pub trait SagaDb: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<bool, SagaError>> + Send;
     /// Instances, newest first, of `saga` and `status` (empty: any).
     #[doc(hidden)]
-    fn list(
-        &self,
-        saga: &str,
-        status: &str,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<Listed>, SagaError>> + Send;
+    fn list(&self, saga: &str, status: &str, limit: i64)
+    -> impl Future<Output = Result<Vec<Listed>, SagaError>> + Send;
     /// Instance `id` (of `saga`, or of any when empty) with its history and deadlines
     /// (name, due, lease owner).
     #[doc(hidden)]
@@ -76,9 +72,7 @@ pub trait SagaDb: Send + Sync + Clone + 'static {
         &self,
         saga: &str,
         id: &str,
-    ) -> impl Future<
-        Output = Result<Option<(Listed, Vec<HistoryLine>, Vec<(String, i64, Option<String>)>)>, SagaError>,
-    > + Send;
+    ) -> impl Future<Output = Result<Option<(Listed, Vec<HistoryLine>, Vec<(String, i64, Option<String>)>)>, SagaError>> + Send;
     /// Records `saga`'s steps, in order.
     #[doc(hidden)]
     fn define(&self, saga: &str, steps: &[&str]) -> impl Future<Output = Result<(), SagaError>> + Send;
@@ -339,7 +333,11 @@ macro_rules! saga_db {
 
         impl $name {
             /// The history, outbox and deadline rows of a written decision.
-            async fn rows_in(tx: &mut sqlx::Transaction<'static, $db>, saga: &str, write: &Write) -> Result<(), SagaError> {
+            async fn rows_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                saga: &str,
+                write: &Write,
+            ) -> Result<(), SagaError> {
                 let i = &write.instance;
                 for (seq, line) in write.history.iter().enumerate() {
                     sqlx::query($sql(sql::HISTORY))

@@ -162,8 +162,14 @@ fn write<T: serde::Serialize>(
             trace_id: None,
             data: &message.data,
         };
-        let row =
-            Encoded::of(&envelope, &message.event_type, message.version, &message.topic, message.key.clone(), max_bytes)?;
+        let row = Encoded::of(
+            &envelope,
+            &message.event_type,
+            message.version,
+            &message.topic,
+            message.key.clone(),
+            max_bytes,
+        )?;
         history.push(HistoryRow { kind, what: message.event_type.clone(), event_id: Some(row.event_id) });
         outbox.push(row);
     }

@@ -108,14 +108,11 @@ impl<D: SagaDb, S: Saga> SagaRunner<D, S> {
         let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let (consumed, deadlines, ()) = tokio::join!(
-            consumer.run(wait(stopped.clone())),
-            this.run_deadlines(wait(stopped)),
-            async {
+        let (consumed, deadlines, ()) =
+            tokio::join!(consumer.run(wait(stopped.clone())), this.run_deadlines(wait(stopped)), async {
                 shutdown.await;
                 let _ = stop.send(true);
-            }
-        );
+            });
         consumed.map_err(|e| SagaError::Consumer(e.to_string()))?;
         deadlines
     }
