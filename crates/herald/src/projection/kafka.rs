@@ -10,7 +10,6 @@
 //! ever, until it succeeds or is told to `skip` (recorded in `herald_projection_skips`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Command, Projection, ProjectionDb, ProjectionError};
 use crate::consumer::{Consumer, ConsumerConfig, Context, HandlerError, RetryPolicy};
@@ -40,7 +39,7 @@ where
     config.retry = RetryPolicy { backoff: config.retry.backoff, max_attempts: u32::MAX };
     let types: Vec<&'static str> =
         projection.event_types().iter().map(|t| &*Box::leak(t.to_string().into_boxed_str())).collect();
-    let fold = Arc::new(Fold { db, projection, name, version, parked: AtomicBool::new(false) });
+    let fold = Arc::new(Fold { db, projection, name, version, parked: std::sync::Mutex::new(None) });
     let mut consumer = Consumer::new(config);
     for event_type in types {
         let fold = Arc::clone(&fold);
@@ -58,8 +57,9 @@ struct Fold<D, P> {
     projection: P,
     name: String,
     version: u32,
-    /// Whether this process parked the projection (cleared by the next record folded).
-    parked: AtomicBool,
+    /// The partition this process parked the projection on (cleared when a record of
+    /// that partition folds: the parked one got through).
+    parked: std::sync::Mutex<Option<(String, i32)>>,
 }
 
 impl<D: ProjectionDb, P: Projection<D>> Fold<D, P> {
@@ -76,7 +76,7 @@ impl<D: ProjectionDb, P: Projection<D>> Fold<D, P> {
         match self.projection.apply(&event, &mut tx).await {
             Ok(()) => {
                 D::commit(tx).await.map_err(HandlerError::retryable)?;
-                if self.parked.swap(false, Ordering::SeqCst) {
+                if self.unpark_if_here(record.topic(), record.partition()) {
                     self.db.resolve(name, version, Command::Retry).await.map_err(HandlerError::retryable)?;
                 }
                 Ok(())
@@ -100,7 +100,7 @@ impl<D: ProjectionDb, P: Projection<D>> Fold<D, P> {
                 .map_err(HandlerError::retryable)?;
             D::commit(tx).await.map_err(HandlerError::retryable)?;
             self.db.resolve(name, version, Command::Skip).await.map_err(HandlerError::retryable)?;
-            self.parked.store(false, Ordering::SeqCst);
+            self.unpark_if_here(record.topic(), record.partition());
             tracing::warn!(projection = name, version, event_id = %event.event_id, "skipped a failing record as told");
             return Ok(());
         }
@@ -111,9 +111,21 @@ impl<D: ProjectionDb, P: Projection<D>> Fold<D, P> {
                 "projection parked at a failing record; it retries, or skip it"
             );
             self.db.park(name, version, event, &error).await.map_err(HandlerError::retryable)?;
-            self.parked.store(true, Ordering::SeqCst);
+            *crate::sync::lock(&self.parked) = Some((record.topic().to_string(), record.partition()));
         }
         Err(HandlerError::retryable(error))
+    }
+}
+
+impl<D, P> Fold<D, P> {
+    /// Forgets the park if it was on this partition; true if it was.
+    fn unpark_if_here(&self, topic: &str, partition: i32) -> bool {
+        let mut parked = crate::sync::lock(&self.parked);
+        let here = parked.as_ref().is_some_and(|(t, p)| t == topic && *p == partition);
+        if here {
+            *parked = None;
+        }
+        here
     }
 }
 
