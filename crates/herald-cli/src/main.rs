@@ -6,6 +6,7 @@
 mod bench;
 mod cluster;
 mod consume;
+mod database;
 mod dlq;
 mod groups;
 mod outbox;

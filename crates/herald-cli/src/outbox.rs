@@ -1,13 +1,13 @@
 //! `herald outbox relay`: the outbox relay as its own process, for services that would
 //! rather not embed it. Same relay, same guarantees (see `herald::outbox`).
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use herald::PublisherConfig;
 use herald::outbox::{PostgresOutbox, Relay, RelayConfig, SqliteOutbox};
 
+use crate::database::{Pool, redact};
 use crate::serve::wait_for_signal;
 
 /// `herald outbox ...`.
@@ -77,47 +77,19 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<()> {
                 tracing::error!(%error, "signal handling failed; stopping");
             }
         };
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = sqlx::PgPool::connect(url).await.with_context(|| format!("connecting to {}", redact(url)))?;
-            let outbox = PostgresOutbox::new(pool).await.context("preparing the outbox tables")?;
-            tracing::info!(database = %redact(url), brokers = %args.brokers, "outbox relay starting");
-            Relay::new(outbox, publisher, config).run(shutdown).await?;
-        } else if url.starts_with("sqlite:") {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("reading {url}"))?
-                .busy_timeout(Duration::from_secs(5));
-            let pool = sqlx::SqlitePool::connect_with(options).await.with_context(|| format!("opening {url}"))?;
-            let outbox = SqliteOutbox::new(pool).await.context("preparing the outbox tables")?;
-            tracing::info!(database = %url, brokers = %args.brokers, "outbox relay starting");
-            Relay::new(outbox, publisher, config).run(shutdown).await?;
-        } else {
-            bail!("--database-url {}: expected postgres://... or sqlite://...", redact(url));
+        match crate::database::connect(url).await? {
+            Pool::Postgres(pool) => {
+                let outbox = PostgresOutbox::new(pool).await.context("preparing the outbox tables")?;
+                tracing::info!(database = %redact(url), brokers = %args.brokers, "outbox relay starting");
+                Relay::new(outbox, publisher, config).run(shutdown).await?;
+            }
+            Pool::Sqlite(pool) => {
+                let outbox = SqliteOutbox::new(pool).await.context("preparing the outbox tables")?;
+                tracing::info!(database = %url, brokers = %args.brokers, "outbox relay starting");
+                Relay::new(outbox, publisher, config).run(shutdown).await?;
+            }
         }
         tracing::info!("outbox relay stopped");
         Ok(())
     })
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(super::redact("postgres://herald:secret@127.0.0.1/db"), "postgres://herald:***@127.0.0.1/db");
-        assert_eq!(super::redact("postgres://127.0.0.1/db"), "postgres://127.0.0.1/db");
-        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
-    }
 }

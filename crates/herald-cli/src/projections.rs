@@ -3,15 +3,13 @@
 //! building or retired, parked event), how far a building version is, and the commands its
 //! runner carries out.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use herald::projection::{PostgresProjections, ProjectionControl, ProjectionState, RebuildProgress, SqliteProjections};
 use herald::store::{PostgresEventStore, SqliteEventStore};
 use serde_json::json;
 
 use crate::cluster::print_table;
+use crate::database::Pool;
 
 /// `herald projections ...`.
 #[derive(Debug, clap::Args)]
@@ -158,22 +156,14 @@ pub(crate) fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
 }
 
 async fn open(url: &str) -> anyhow::Result<Control> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = sqlx::PgPool::connect(url)
-            .await
-            .with_context(|| format!("connecting to {}", crate::outbox::redact(url)))?;
-        let control = ProjectionControl::new(PostgresProjections::new(pool.clone()).await?);
-        return Ok(Control::Postgres(control, pool));
-    }
-    if url.starts_with("sqlite:") {
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("reading {url}"))?
-            .busy_timeout(Duration::from_secs(5));
-        let pool = sqlx::SqlitePool::connect_with(options).await.with_context(|| format!("opening {url}"))?;
-        let control = ProjectionControl::new(SqliteProjections::new(pool.clone()).await?);
-        return Ok(Control::Sqlite(control, pool));
-    }
-    bail!("--database-url {}: expected postgres://... or sqlite://...", crate::outbox::redact(url))
+    Ok(match crate::database::connect(url).await? {
+        Pool::Postgres(pool) => {
+            Control::Postgres(ProjectionControl::new(PostgresProjections::new(pool.clone()).await?), pool)
+        }
+        Pool::Sqlite(pool) => {
+            Control::Sqlite(ProjectionControl::new(SqliteProjections::new(pool.clone()).await?), pool)
+        }
+    })
 }
 
 const HEADER: [&str; 7] = ["projection", "version", "serving", "checkpoint", "last event", "state", "parked error"];

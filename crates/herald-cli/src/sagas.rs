@@ -2,14 +2,12 @@
 //! saga instance of a service stands — state, step, remaining steps, history (events in,
 //! messages out, compensations, deadlines fired, times) and pending deadlines.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use herald::saga::{PostgresSagas, SagaControl, SagaView, SqliteSagas};
 use serde_json::json;
 
 use crate::cluster::print_table;
+use crate::database::Pool;
 
 /// `herald sagas ...`.
 #[derive(Debug, clap::Args)]
@@ -82,20 +80,10 @@ pub(crate) fn run(args: SagasArgs) -> anyhow::Result<()> {
 }
 
 async fn open(url: &str) -> anyhow::Result<Control> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = sqlx::PgPool::connect(url)
-            .await
-            .with_context(|| format!("connecting to {}", crate::outbox::redact(url)))?;
-        return Ok(Control::Postgres(SagaControl::new(PostgresSagas::new(pool).await?)));
-    }
-    if url.starts_with("sqlite:") {
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("reading {url}"))?
-            .busy_timeout(Duration::from_secs(5));
-        let pool = sqlx::SqlitePool::connect_with(options).await.with_context(|| format!("opening {url}"))?;
-        return Ok(Control::Sqlite(SagaControl::new(SqliteSagas::new(pool).await?)));
-    }
-    bail!("--database-url {}: expected postgres://... or sqlite://...", crate::outbox::redact(url))
+    Ok(match crate::database::connect(url).await? {
+        Pool::Postgres(pool) => Control::Postgres(SagaControl::new(PostgresSagas::new(pool).await?)),
+        Pool::Sqlite(pool) => Control::Sqlite(SagaControl::new(SqliteSagas::new(pool).await?)),
+    })
 }
 
 fn time(ms: i64) -> String {

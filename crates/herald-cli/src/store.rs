@@ -1,14 +1,12 @@
 //! `herald store streams | read | stats --database-url ...`: look into a service's event
 //! store (PostgreSQL or SQLite) through `herald::store`, as tables or `--json`.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use herald::store::{Direction, EventStore, PostgresEventStore, SqliteEventStore, StoredEvent};
 use serde_json::json;
 
 use crate::cluster::print_table;
+use crate::database::Pool;
 
 /// `herald store ...`.
 #[derive(Debug, clap::Args)]
@@ -119,20 +117,14 @@ pub(crate) fn run(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 async fn open(url: &str) -> anyhow::Result<Store> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = sqlx::PgPool::connect(url)
-            .await
-            .with_context(|| format!("connecting to {}", crate::outbox::redact(url)))?;
-        return Ok(Store::Postgres(PostgresEventStore::new(pool).await.context("preparing the event store tables")?));
-    }
-    if url.starts_with("sqlite:") {
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("reading {url}"))?
-            .busy_timeout(Duration::from_secs(5));
-        let pool = sqlx::SqlitePool::connect_with(options).await.with_context(|| format!("opening {url}"))?;
-        return Ok(Store::Sqlite(SqliteEventStore::new(pool).await.context("preparing the event store tables")?));
-    }
-    bail!("--database-url {}: expected postgres://... or sqlite://...", crate::outbox::redact(url))
+    Ok(match crate::database::connect(url).await? {
+        Pool::Postgres(pool) => {
+            Store::Postgres(PostgresEventStore::new(pool).await.context("preparing the event store tables")?)
+        }
+        Pool::Sqlite(pool) => {
+            Store::Sqlite(SqliteEventStore::new(pool).await.context("preparing the event store tables")?)
+        }
+    })
 }
 
 /// The envelope's `data`, or the raw payload if it is not an envelope.

@@ -258,37 +258,36 @@ where
     async fn fold(&self, events: &[StoredEvent], state: &ProjectionState) -> Result<Folded, ProjectionError> {
         let (name, version) = (self.projection.name(), self.projection.version());
         let Some(last) = events.last() else { return Ok(Folded::All(state.last_event_ms)) };
-        let types = self.projection.event_types();
-        let handled = events.iter().rev().find(|e| types.is_empty() || types.contains(&e.event_type.as_str()));
-        let last_event_ms = handled.map(|e| e.created_ms).or(state.last_event_ms);
+        let last_event_ms = self.last_handled_ms(events).or(state.last_event_ms);
         let mut tx = self.db.begin().await?;
         if !D::advance_in(&mut tx, name, version, state.position, last.position, last_event_ms).await? {
             return D::rollback(tx).await.map(|()| Folded::Raced);
         }
-        if let Err((index, error)) = self.apply_all(&mut tx, events, state.last_event_ms).await {
+        if let Err((index, error)) = self.apply_all(&mut tx, events).await {
             return D::rollback(tx).await.map(|()| Folded::FailedAt(index, error));
         }
         D::commit(tx).await?;
         Ok(Folded::All(last_event_ms))
     }
 
-    /// Applies the events this projection handles; returns the append time of the last
-    /// one applied, or the index and error of the first that failed.
-    async fn apply_all(
-        &self,
-        tx: &mut D::Tx,
-        events: &[StoredEvent],
-        mut last_event_ms: Option<i64>,
-    ) -> Result<Option<i64>, (usize, String)> {
+    /// Whether this projection folds `event` (the others only move the checkpoint).
+    fn handles(&self, event: &StoredEvent) -> bool {
         let types = self.projection.event_types();
-        for (index, event) in events.iter().enumerate() {
-            if !types.is_empty() && !types.contains(&event.event_type.as_str()) {
-                continue;
-            }
+        types.is_empty() || types.contains(&event.event_type.as_str())
+    }
+
+    /// The append time of the last of `events` this projection handles.
+    fn last_handled_ms(&self, events: &[StoredEvent]) -> Option<i64> {
+        events.iter().rev().find(|e| self.handles(e)).map(|e| e.created_ms)
+    }
+
+    /// Applies the events this projection handles; the index and error of the first that
+    /// fails.
+    async fn apply_all(&self, tx: &mut D::Tx, events: &[StoredEvent]) -> Result<(), (usize, String)> {
+        for (index, event) in events.iter().enumerate().filter(|(_, e)| self.handles(e)) {
             self.projection.apply(event, tx).await.map_err(|error| (index, error))?;
-            last_event_ms = Some(event.created_ms);
         }
-        Ok(last_event_ms)
+        Ok(())
     }
 
     /// A building version close to the head switches live; the live one drops retired
@@ -333,10 +332,10 @@ where
         while position < target {
             let events = self.store.read_all(position, self.config.batch).await?;
             let Some(last) = events.last() else { return D::rollback(tx).await };
-            let Ok(last_ms) = self.apply_all(&mut tx, &events, last_event_ms).await else {
+            if self.apply_all(&mut tx, &events).await.is_err() {
                 return D::rollback(tx).await;
-            };
-            (position, last_event_ms) = (last.position, last_ms);
+            }
+            (position, last_event_ms) = (last.position, self.last_handled_ms(&events).or(last_event_ms));
         }
         D::save_in(&mut tx, name, version, position, last_event_ms).await?;
         D::go_live_in(&mut tx, name, version, &state.tables).await?;
