@@ -8,17 +8,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod saga;
+mod services;
 
 use std::time::Duration;
 
-use herald::consumer::{Consumer, ConsumerConfig, Context, HandlerError};
+use herald::consumer::ConsumerConfig;
 use herald::outbox::{Relay, RelayConfig, SqliteOutbox, sqlite_options};
 use herald::saga::{SagaConfig, SagaControl, SagaRunner, SqliteSagas};
 use herald::{Envelope, Publisher, PublisherConfig};
 use saga::*;
-
-/// Payments above this are declined.
-const LIMIT_CENTS: u64 = 50_000;
+use services::services;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,18 +25,7 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let topics = [
-        "order.placed",
-        "inventory.reserve",
-        "inventory.reserved",
-        "inventory.release",
-        "payment.process",
-        "payment.succeeded",
-        "payment.declined",
-        "shipping.ship",
-        "shipment.shipped",
-        "order.cancel",
-    ];
+    let topics: Vec<&str> = REPLIES.iter().chain(&COMMANDS).copied().collect();
     common::ensure_topics(&brokers, &topics).await?;
     let run = format!("-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
     let dir = tempfile::tempdir()?;
@@ -61,11 +49,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The saga itself.
     let runner = SagaRunner::new(sagas.clone(), OrderSaga { suffix: run.clone() }, SagaConfig::default());
-    let consumer = ConsumerConfig::new(&brokers, "order-saga", &saga_topics());
+    let consumer = ConsumerConfig::new(&brokers, "order-saga", &REPLIES);
     tasks.push(tokio::spawn(as_anyhow(runner.run(consumer, until_stopped()))));
 
     // The services it orchestrates, each replying through the broker.
-    for service in services(&brokers, &run) {
+    for service in services(&brokers, &run, None) {
         tasks.push(tokio::spawn(as_anyhow(service.run(until_stopped()))));
     }
 
@@ -102,11 +90,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The topics of the events the saga reacts to.
-fn saga_topics() -> Vec<&'static str> {
-    vec!["order.placed", "inventory.reserved", "payment.succeeded", "payment.declined", "shipment.shipped"]
-}
-
 /// Six orders: the fourth is over the payment limit, the fifth's payment never answers.
 async fn place_orders(brokers: &str, run: &str) -> anyhow::Result<Vec<String>> {
     let publisher = Publisher::new(PublisherConfig::default().brokers(brokers).client_id("order-service"))?;
@@ -119,58 +102,6 @@ async fn place_orders(brokers: &str, run: &str) -> anyhow::Result<Vec<String>> {
         orders.push(order_id);
     }
     Ok(orders)
-}
-
-/// Inventory, payment and shipping: each answers its commands (payment declines over
-/// the limit and never answers a `-slow` order).
-fn services(brokers: &str, run: &str) -> Vec<Consumer> {
-    let config = |group: &str, topics: &[&str]| ConsumerConfig::new(brokers, group, topics);
-    let ours = {
-        let run = run.to_string();
-        move |order_id: &str| order_id.ends_with(&run)
-    };
-    let (o1, o2, o3) = (ours.clone(), ours.clone(), ours);
-    let inventory = Consumer::new(config("inventory-service", &["inventory.reserve"])).on(
-        move |command: Envelope<ReserveInventory>, ctx: Context| {
-            let ours = o1(&command.data.order_id);
-            async move {
-                if ours {
-                    ctx.publish(InventoryReserved { order_id: command.data.order_id }).await?;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        },
-    );
-    let payment = Consumer::new(config("payment-service", &["payment.process"])).on(
-        move |command: Envelope<ProcessPayment>, ctx: Context| {
-            let ours = o2(&command.data.order_id);
-            async move {
-                let ProcessPayment { order_id, amount_cents } = command.data;
-                if !ours || order_id.contains("-slow") {
-                    return Ok(());
-                }
-                if amount_cents > LIMIT_CENTS {
-                    let reason = format!("{amount_cents} cents is over the limit");
-                    ctx.publish(PaymentDeclined { order_id, reason }).await?;
-                } else {
-                    ctx.publish(PaymentSucceeded { order_id }).await?;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        },
-    );
-    let shipping = Consumer::new(config("shipping-service", &["shipping.ship"])).on(
-        move |command: Envelope<ShipOrder>, ctx: Context| {
-            let ours = o3(&command.data.order_id);
-            async move {
-                if ours {
-                    ctx.publish(OrderShipped { order_id: command.data.order_id }).await?;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        },
-    );
-    vec![inventory, payment, shipping]
 }
 
 /// A task's result as `anyhow`.

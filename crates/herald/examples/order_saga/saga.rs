@@ -52,6 +52,14 @@ pub struct OrderSaga {
 
 pub const STEPS: [&str; 3] = ["reserve-inventory", "process-payment", "ship"];
 
+/// The events the saga reacts to (each on the topic of its name).
+pub const REPLIES: [&str; 5] =
+    ["order.placed", "inventory.reserved", "payment.succeeded", "payment.declined", "shipment.shipped"];
+
+/// The commands it sends (each on the topic of its name).
+pub const COMMANDS: [&str; 5] =
+    ["inventory.reserve", "payment.process", "shipping.ship", "inventory.release", "order.cancel"];
+
 impl OrderSaga {
     /// Undoes the completed steps, last first, and cancels the order.
     fn compensate(mut state: OrderState, reason: &str) -> Decision<OrderState> {
@@ -78,7 +86,7 @@ impl Saga for OrderSaga {
     }
 
     fn handles(&self) -> &[&str] {
-        &["order.placed", "inventory.reserved", "payment.succeeded", "payment.declined", "shipment.shipped"]
+        &REPLIES
     }
 
     fn instance_of(&self, event: &Incoming) -> Option<String> {
