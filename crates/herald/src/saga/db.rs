@@ -29,6 +29,16 @@ pub trait SagaDb: Send + Sync + Clone + 'static {
     #[doc(hidden)]
     fn claim_in(tx: &mut Self::Tx, group: &str, event_id: Uuid)
     -> impl Future<Output = Result<bool, SagaError>> + Send;
+    /// Claims `event_id` for `group` and loads instance `id` of `saga`: `None` for a
+    /// duplicate. One round trip where the backend allows it.
+    #[doc(hidden)]
+    fn claim_load_in(
+        tx: &mut Self::Tx,
+        group: &str,
+        event_id: Uuid,
+        saga: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Option<Instance>>, SagaError>> + Send;
     /// Loads instance `id` of `saga`.
     #[doc(hidden)]
     fn load_in(
@@ -95,8 +105,9 @@ pub(crate) mod sql {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (saga, id) DO NOTHING";
     pub(crate) const UPDATE: &str = "UPDATE herald_sagas SET version = $3, status = $4, step = $5, state = $6, \
          updated_ms = $7, ended_ms = $8 WHERE saga = $1 AND id = $2 AND version = $9";
+    /// Followed by one `VALUES` row per history line.
     pub(crate) const HISTORY: &str = "INSERT INTO herald_saga_history \
-         (saga, id, version, seq, at_ms, kind, what, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+         (saga, id, version, seq, at_ms, kind, what, event_id) ";
     pub(crate) const SET: &str = "INSERT INTO herald_saga_deadlines \
          (saga, id, name, due_ms, set_version, lease_owner, lease_until_ms) VALUES ($1, $2, $3, $4, $5, NULL, 0) \
          ON CONFLICT (saga, id, name) DO UPDATE SET due_ms = excluded.due_ms, \
@@ -125,6 +136,13 @@ pub(crate) mod sql {
         "SELECT status, CAST(count(*) AS BIGINT) FROM herald_sagas WHERE saga = $1 GROUP BY status";
 }
 
+/// A [`sql::LOAD`] row.
+pub(crate) type LoadRow = (String, i64, String, Option<String>, String, i64, i64);
+
+pub(crate) fn loaded((id, version, status, step, state, started_ms, updated_ms): LoadRow) -> Instance {
+    Instance { id, version, status, step, state, started_ms, updated_ms }
+}
+
 /// A [`sql::LIST`] row.
 pub(crate) type ListRow = (String, String, i64, String, Option<String>, String, i64, i64, Option<i64>);
 
@@ -134,13 +152,15 @@ pub(crate) fn listed(row: ListRow) -> Listed {
 }
 
 /// The [`SagaDb`] impl of one backend: the shared statements through `$sql` (placeholder
-/// style), transactions opened with `$begin`, and the backend's outbox insert.
+/// style), transactions opened with `$begin`, the backend's outbox insert, and its
+/// one-statement claim and load if it has one (`$claim_load`, returning a claimed flag
+/// and a [`sql::LOAD`] row of optional columns).
 macro_rules! saga_db {
-    ($name:ident, $db:ty, $sql:path, $begin:literal, $outbox:literal) => {
+    ($name:ident, $db:ty, $sql:path, $begin:literal, $outbox:literal, $claim_load:expr) => {
         use uuid::Uuid;
         use $crate::saga::SagaError;
         use $crate::saga::database;
-        use $crate::saga::db::{HistoryLine, ListRow, Listed, SagaDb, listed, sql};
+        use $crate::saga::db::{HistoryLine, ListRow, Listed, LoadRow, SagaDb, listed, loaded, sql};
         use $crate::saga::plan::{Instance, Write};
 
         impl SagaDb for $name {
@@ -169,23 +189,58 @@ macro_rules! saga_db {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn claim_load_in(
+                tx: &mut Self::Tx,
+                group: &str,
+                event_id: Uuid,
+                saga: &str,
+                id: &str,
+            ) -> Result<Option<Option<Instance>>, SagaError> {
+                let Some(claim_load) = $claim_load else {
+                    if !Self::claim_in(tx, group, event_id).await? {
+                        return Ok(None);
+                    }
+                    return Self::load_in(tx, saga, id).await.map(Some);
+                };
+                type Row = (
+                    bool,
+                    Option<String>,
+                    Option<i64>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<i64>,
+                    Option<i64>,
+                );
+                let row: Row = sqlx::query_as($sql(claim_load))
+                    .bind(group)
+                    .bind(event_id.hyphenated().to_string())
+                    .bind($crate::time::now_ms())
+                    .bind(saga)
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(database("claim the event and load its instance"))?;
+                let (claimed, id, version, status, step, state, started_ms, updated_ms) = row;
+                if !claimed {
+                    return Ok(None);
+                }
+                let (Some(id), Some(version), Some(status), Some(state), Some(started_ms), Some(updated_ms)) =
+                    (id, version, status, state, started_ms, updated_ms)
+                else {
+                    return Ok(Some(None));
+                };
+                Ok(Some(Some(loaded((id, version, status, step, state, started_ms, updated_ms)))))
+            }
+
             async fn load_in(tx: &mut Self::Tx, saga: &str, id: &str) -> Result<Option<Instance>, SagaError> {
-                let row: Option<(String, i64, String, Option<String>, String, i64, i64)> =
-                    sqlx::query_as($sql(sql::LOAD))
-                        .bind(saga)
-                        .bind(id)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(database("load the instance"))?;
-                Ok(row.map(|(id, version, status, step, state, started_ms, updated_ms)| Instance {
-                    id,
-                    version,
-                    status,
-                    step,
-                    state,
-                    started_ms,
-                    updated_ms,
-                }))
+                let row: Option<LoadRow> = sqlx::query_as($sql(sql::LOAD))
+                    .bind(saga)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(database("load the instance"))?;
+                Ok(row.map(loaded))
             }
 
             async fn write_in(tx: &mut Self::Tx, saga: &str, write: &Write) -> Result<bool, SagaError> {
@@ -339,19 +394,20 @@ macro_rules! saga_db {
                 write: &Write,
             ) -> Result<(), SagaError> {
                 let i = &write.instance;
-                for (seq, line) in write.history.iter().enumerate() {
-                    sqlx::query($sql(sql::HISTORY))
-                        .bind(saga)
-                        .bind(&i.id)
-                        .bind(i.version)
-                        .bind(seq as i64)
-                        .bind(i.updated_ms)
-                        .bind(line.kind)
-                        .bind(&line.what)
-                        .bind(line.event_id.map(|id| id.hyphenated().to_string()))
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(database("write the history"))?;
+                if !write.history.is_empty() {
+                    // One statement for all lines: a step's round trips are its cost.
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(sql::HISTORY);
+                    insert.push_values(write.history.iter().enumerate(), |mut row, (seq, line)| {
+                        row.push_bind(saga)
+                            .push_bind(&i.id)
+                            .push_bind(i.version)
+                            .push_bind(seq as i64)
+                            .push_bind(i.updated_ms)
+                            .push_bind(line.kind)
+                            .push_bind(&line.what)
+                            .push_bind(line.event_id.map(|id| id.hyphenated().to_string()));
+                    });
+                    insert.build().execute(&mut **tx).await.map_err(database("write the history"))?;
                 }
                 for row in &write.outbox {
                     sqlx::query($outbox)

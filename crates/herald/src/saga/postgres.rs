@@ -35,5 +35,13 @@ super::db::saga_db!(
     same,
     "BEGIN",
     "INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) \
-     VALUES ($1::uuid, $2, $3, $4, $5, $6)"
+     VALUES ($1::uuid, $2, $3, $4, $5, $6)",
+    Some(CLAIM_LOAD)
 );
+
+/// The inbox claim and the instance's load in one statement (the claim's row comes back
+/// from the CTE; a missing instance is a row of NULLs).
+const CLAIM_LOAD: &str = "WITH claim AS (INSERT INTO herald_inbox (group_id, event_id, recorded_at_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM claim), s.id, s.version, s.status, s.step, s.state, s.started_ms, s.updated_ms \
+     FROM (SELECT 1) AS one LEFT JOIN herald_sagas s ON s.saga = $4 AND s.id = $5";

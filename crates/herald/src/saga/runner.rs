@@ -157,11 +157,10 @@ impl<D: SagaDb, S: Saga> SagaRunner<D, S> {
     pub async fn handle(&self, event: &Incoming) -> Result<Handled, SagaError> {
         let Some(id) = self.saga.instance_of(event) else { return Ok(Handled::NotOurs) };
         let mut tx = self.db.begin().await?;
-        if !D::claim_in(&mut tx, &self.group, event.event_id).await? {
+        let Some(stored) = D::claim_load_in(&mut tx, &self.group, event.event_id, self.saga.name(), &id).await? else {
             D::rollback(tx).await?;
             return Ok(Handled::Duplicate);
-        }
-        let stored = D::load_in(&mut tx, self.saga.name(), &id).await?;
+        };
         self.carry_out(tx, &id, stored, Input::Event(event)).await
     }
 

@@ -33,5 +33,6 @@ super::db::saga_db!(
     Sqlite,
     lite,
     "BEGIN IMMEDIATE",
-    "INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO herald_outbox (event_id, topic, key, headers, payload, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    None::<&str>
 );
