@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_broker::{BrokerConfig, Durability, RunningBroker, ServerConfig};
+use herald_gateway::{GatewayConfig, RunningGateway, Tokens};
 use serde::Deserialize;
 
 /// Settings of `herald serve`. Each flag also reads an environment variable; anything
@@ -54,6 +56,19 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `herald_broker=debug` [default: info].
     #[arg(long, env = "HERALD_LOG")]
     log: Option<String>,
+    /// Address of the HTTP gateway (REST, SSE, /metrics), or `off` [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// A file of `<scope> <token>` lines (scopes: read, write, admin); without it the
+    /// gateway needs no token and serves loopback addresses only.
+    #[arg(long, env = "HERALD_HTTP_TOKEN_FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Origins browsers may call the gateway from, comma-separated (CORS).
+    #[arg(long, env = "HERALD_HTTP_CORS_ORIGINS")]
+    http_cors_origins: Option<String>,
+    /// Serve HTTP on a non-loopback address without tokens.
+    #[arg(long, env = "HERALD_HTTP_INSECURE")]
+    http_insecure: bool,
 }
 
 /// The TOML file: the same settings, plus log defaults.
@@ -71,6 +86,15 @@ struct FileSettings {
     in_flight_max: Option<usize>,
     group_initial_rebalance_delay_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    http_listen: Option<String>,
+    http_token_file: Option<PathBuf>,
+    http_cors_origins: Option<String>,
+    /// Most SSE streams open at once.
+    http_streams_max: Option<usize>,
+    /// Events buffered per stream.
+    http_stream_buffer: Option<usize>,
+    /// Largest HTTP request body.
+    http_body_bytes_max: Option<usize>,
     /// Bounds of consumers' `session.timeout.ms` (Kafka: 6000 and 1800000).
     group_min_session_timeout_ms: Option<u64>,
     group_max_session_timeout_ms: Option<u64>,
@@ -97,19 +121,60 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
+    let http = gateway_settings(&args, &file)?;
     let (broker, server) = settings(args, file)?;
     let server_grace_ms = server.shutdown_grace.as_millis() as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let running = RunningBroker::start(broker, server).await?;
+        let gateway = match http {
+            Some(config) => match RunningGateway::start(config, Arc::clone(running.broker())).await {
+                Ok(gateway) => Some(gateway),
+                Err(error) => {
+                    running.shutdown().await?;
+                    return Err(error.into());
+                }
+            },
+            None => None,
+        };
         wait_for_signal().await?;
         tracing::info!(
             grace_ms = server_grace_ms,
             "shutting down: answering parked requests, finishing in-flight ones within the grace, then flushing logs"
         );
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await;
+        }
         running.shutdown().await?;
         Ok(())
     })
+}
+
+/// The gateway's settings, or `None` for `--http-listen off`.
+fn gateway_settings(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<GatewayConfig>> {
+    let mut config = GatewayConfig::default();
+    match args.http_listen.as_deref().or(file.http_listen.as_deref()) {
+        Some("off") => return Ok(None),
+        Some(listen) => config.listen = listen.parse().with_context(|| format!("--http-listen {listen:?}"))?,
+        None => {}
+    }
+    if let Some(path) = args.http_token_file.as_ref().or(file.http_token_file.as_ref()) {
+        config.tokens = Some(Tokens::load(path)?);
+    }
+    if let Some(origins) = args.http_cors_origins.as_ref().or(file.http_cors_origins.as_ref()) {
+        config.cors_origins = origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect();
+    }
+    config.insecure = args.http_insecure;
+    if let Some(n) = file.http_streams_max {
+        config.streams_max = n;
+    }
+    if let Some(n) = file.http_stream_buffer {
+        config.stream_buffer = n.max(1);
+    }
+    if let Some(n) = file.http_body_bytes_max {
+        config.body_bytes_max = n;
+    }
+    Ok(Some(config))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -248,6 +313,10 @@ mod tests {
             group_initial_rebalance_delay_ms: None,
             shutdown_grace_ms: None,
             log: None,
+            http_listen: None,
+            http_token_file: None,
+            http_cors_origins: None,
+            http_insecure: false,
         };
         let (broker, server) = settings(args, file).expect("settings");
         assert_eq!(server.listen, "127.0.0.1:19092".parse().expect("addr"));

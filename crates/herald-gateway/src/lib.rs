@@ -1,0 +1,31 @@
+//! herald-gateway is `herald serve`'s HTTP side: an admin REST API under `/api/v1`
+//! (topics, messages, produce, consumer groups with lag in offsets and seconds), topics as
+//! Server-Sent Events that resume exactly where a client left off, Prometheus metrics,
+//! and health checks. It runs in the broker's process and reads the logs and group state
+//! directly, not over the Kafka protocol.
+//!
+//! It refuses to serve a non-loopback address without bearer tokens unless told to, and
+//! it never drops records silently: a stream's every event carries a resume token (the
+//! next offset of every partition), and a client too slow for its bounded buffer is told
+//! to resync from its last token rather than skipped ahead. Every failure is an
+//! `application/problem+json` response.
+
+mod auth;
+mod config;
+mod cursor;
+mod error;
+mod groups;
+mod messages;
+mod metrics;
+mod openapi;
+mod problem;
+mod records;
+mod server;
+mod sse;
+mod token;
+mod topics;
+
+pub use auth::{Scope, Tokens};
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use server::RunningGateway;

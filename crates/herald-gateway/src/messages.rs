@@ -1,0 +1,178 @@
+//! `/api/v1/topics/{topic}/partitions/{partition}/messages` (a page of records from an
+//! offset or a time) and `/api/v1/topics/{topic}/messages` (produce one or a batch,
+//! answered under the same durability as a Kafka produce).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use herald_broker::Durability;
+use herald_broker::internals::now_ms;
+use serde::Deserialize;
+
+use crate::auth::{Read, Write};
+use crate::cursor::{Cursor, Filter, From, Item};
+use crate::problem::{Json, Path, Problem, Query};
+use crate::records::{self, Outgoing};
+use crate::server::{App, blocking};
+
+/// Where a page starts and how long it is.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    offset: Option<i64>,
+    /// ms since the epoch.
+    time: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn page(
+    _: Read,
+    State(app): State<Arc<App>>,
+    Path((topic, partition)): Path<(String, i32)>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let limit = query.limit.unwrap_or(100).clamp(1, app.config.read_limit_max);
+    let broker = Arc::clone(&app.broker);
+    let max_bytes = app.config.read_bytes_max;
+    let (messages, next) = blocking(move || {
+        let meta = broker.topic(&topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
+        if partition < 0 || partition as u32 >= meta.partitions {
+            return Err(Problem::not_found(format!("topic {topic:?} has no partition {partition}")));
+        }
+        let from = match (query.offset, query.time) {
+            (Some(offset), _) => From::Token(format!("{partition}:{}", offset.max(0))),
+            (None, Some(ms)) => From::Time(ms),
+            (None, None) => From::Earliest,
+        };
+        let filter = Filter { partitions: vec![partition], ..Filter::default() };
+        let mut cursor = Cursor::open(&broker, &topic, &from, filter)?;
+        let mut messages = Vec::new();
+        while messages.len() < limit {
+            let items = cursor.read(&broker, max_bytes)?;
+            if items.is_empty() {
+                break;
+            }
+            messages.extend(items.into_iter().filter_map(|item| match item {
+                Item::Event(message, _) => Some(*message),
+                Item::Gap { .. } => None,
+            }));
+        }
+        messages.truncate(limit);
+        let next = messages.last().map_or_else(|| cursor.position(partition).unwrap_or(0), |m| m.offset + 1);
+        Ok((messages, next))
+    })
+    .await?;
+    Ok(axum::Json(serde_json::json!({ "messages": messages, "nextOffset": next })).into_response())
+}
+
+/// A record to produce: `value` is sent as JSON text unless `valueEncoding` says
+/// `text` (a string sent as is) or `base64`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ProduceRecord {
+    key: Option<String>,
+    #[serde(default)]
+    value: serde_json::Value,
+    value_encoding: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    partition: Option<i32>,
+}
+
+/// One record or a batch.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ProduceBody {
+    Batch { records: Vec<ProduceRecord> },
+    One(ProduceRecord),
+}
+
+pub(crate) async fn produce(
+    _: Write,
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    Json(body): Json<ProduceBody>,
+) -> Result<Response, Problem> {
+    let records = match body {
+        ProduceBody::Batch { records } => records,
+        ProduceBody::One(record) => vec![record],
+    };
+    if records.is_empty() {
+        return Err(Problem::bad_request("no records"));
+    }
+    let meta = app.broker.topic(&topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
+    let mut by_partition: BTreeMap<i32, Vec<(usize, Outgoing)>> = BTreeMap::new();
+    for (i, record) in records.into_iter().enumerate() {
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if p < 0 || p as u32 >= meta.partitions => {
+                return Err(Problem::bad_request(format!("record {i}: topic {topic:?} has no partition {p}")));
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => records::partition_for_key(key.as_bytes(), meta.partitions),
+            (None, None) => {
+                (app.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(meta.partitions.max(1))) as i32
+            }
+        };
+        by_partition.entry(partition).or_default().push((i, outgoing(i, record)?));
+    }
+    let broker = Arc::clone(&app.broker);
+    let offsets = blocking(move || append_all(&broker, &topic, by_partition)).await?;
+    app.broker.notify_data();
+    let offsets: Vec<_> =
+        offsets.into_iter().map(|(p, o)| serde_json::json!({ "partition": p, "offset": o })).collect();
+    Ok(axum::Json(serde_json::json!({ "offsets": offsets })).into_response())
+}
+
+fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
+    let value = match (record.value_encoding.as_deref(), record.value) {
+        (_, serde_json::Value::Null) => None,
+        (None | Some("json"), value) => Some(Bytes::from(value.to_string())),
+        (Some("text"), serde_json::Value::String(text)) => Some(Bytes::from(text)),
+        (Some("base64"), serde_json::Value::String(text)) => Some(Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| Problem::bad_request(format!("record {i}: value is not base64: {e}")))?,
+        )),
+        (Some(encoding), _) => {
+            return Err(Problem::bad_request(format!(
+                "record {i}: valueEncoding {encoding:?} needs a string value (json, text or base64)"
+            )));
+        }
+    };
+    let headers = record.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+    Ok(Outgoing { key: record.key.map(Bytes::from), value, headers })
+}
+
+/// Appends each partition's records as one batch, then waits for the fsync that covers
+/// them when the broker acknowledges after fsyncs. Returns each record's (partition,
+/// offset) in request order.
+fn append_all(
+    broker: &herald_broker::internals::Broker,
+    topic: &str,
+    by_partition: BTreeMap<i32, Vec<(usize, Outgoing)>>,
+) -> Result<Vec<(i32, i64)>, Problem> {
+    let now = now_ms();
+    let total = by_partition.values().map(Vec::len).sum();
+    let mut placed = vec![(0, 0); total];
+    let mut syncs = Vec::new();
+    for (partition, records) in by_partition {
+        let (log, max_bytes) = broker.partition_for_produce(topic, partition)?;
+        let outgoing: Vec<Outgoing> = records.iter().map(|(_, r)| r.clone()).collect();
+        let mut batch = records::encode(&outgoing, now).map_err(Problem::internal)?;
+        let appended = log.append(&mut batch, max_bytes, now)?;
+        for (n, (i, _)) in records.iter().enumerate() {
+            placed[*i] = (partition, appended.base_offset as i64 + n as i64);
+        }
+        syncs.push((log, appended.durable_at));
+    }
+    if broker.config().durability == Durability::Fsync {
+        for (log, durable_at) in syncs {
+            log.log().sync_through(durable_at).map_err(|e| Problem::internal(format!("fsync: {e}")))?;
+        }
+    }
+    Ok(placed)
+}

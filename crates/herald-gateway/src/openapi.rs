@@ -1,0 +1,51 @@
+//! `GET /api/v1/openapi.json`: the API described as OpenAPI 3.1.
+
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+fn op(summary: &str, scope: &str) -> Value {
+    json!({
+        "summary": summary,
+        "security": [{ "bearer": [scope] }],
+        "responses": {
+            "200": { "description": "OK" },
+            "default": { "description": "A problem", "content": { "application/problem+json": {} } }
+        }
+    })
+}
+
+pub(crate) async fn document() -> Response {
+    let topic = json!({ "name": "topic", "in": "path", "required": true, "schema": { "type": "string" } });
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Herald gateway", "version": "1" },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "paths": {
+            "/api/v1/topics": { "get": op("List topics", "read"), "post": op("Create a topic {name, partitions, configs}", "admin") },
+            "/api/v1/topics/{topic}": {
+                "parameters": [topic],
+                "get": op("Describe a topic: partitions, offsets, size, configs", "read"),
+                "patch": op("Replace a topic's config overrides {configs}", "admin"),
+                "delete": op("Delete a topic", "admin")
+            },
+            "/api/v1/topics/{topic}/partitions/{partition}/messages": {
+                "get": op("A page of records from ?offset= or ?time= (ms), ?limit=", "read")
+            },
+            "/api/v1/topics/{topic}/messages": {
+                "post": op("Produce one record or {records: [...]}: key, value, valueEncoding (json, text, base64), headers, partition", "write")
+            },
+            "/api/v1/topics/{topic}/events": {
+                "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>; ?key=, ?type=, ?partition=", "read")
+            },
+            "/api/v1/groups": { "get": op("List consumer groups", "read") },
+            "/api/v1/groups/{group}": {
+                "get": op("Describe a group: members, lag per partition in offsets and seconds", "read"),
+                "delete": op("Delete an empty group and its offsets", "admin")
+            },
+            "/metrics": { "get": op("Prometheus metrics", "read") },
+            "/healthz": { "get": { "summary": "Alive", "responses": { "200": { "description": "OK" } } } },
+            "/readyz": { "get": { "summary": "Ready", "responses": { "200": { "description": "OK" } } } }
+        }
+    });
+    axum::Json(doc).into_response()
+}

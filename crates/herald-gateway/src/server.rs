@@ -1,0 +1,123 @@
+//! [`RunningGateway`]: the router, its shared state, start and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use herald_broker::internals::Broker;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+use crate::problem::Problem;
+use crate::{auth, groups, messages, metrics, openapi, sse, topics};
+
+/// How long a shutdown waits for requests in flight (streams end at once).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) config: GatewayConfig,
+    /// One permit per stream that may open.
+    pub(crate) streams: Arc<Semaphore>,
+    /// True once the gateway is stopping: streams end.
+    pub(crate) stopping: watch::Receiver<bool>,
+    pub(crate) metrics: PrometheusHandle,
+    /// Where the next unkeyed record without a partition goes.
+    pub(crate) round_robin: AtomicU64,
+}
+
+/// Runs `work` on a blocking thread (log and registry IO).
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Problem::internal(format!("a task failed: {e}")))?
+}
+
+fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/topics", get(topics::list).post(topics::create))
+        .route("/api/v1/topics/{topic}", get(topics::describe).patch(topics::alter).delete(topics::delete))
+        .route("/api/v1/topics/{topic}/partitions/{partition}/messages", get(messages::page))
+        .route("/api/v1/topics/{topic}/messages", axum::routing::post(messages::produce))
+        .route("/api/v1/topics/{topic}/events", get(sse::events))
+        .route("/api/v1/groups", get(groups::list))
+        .route("/api/v1/groups/{group}", get(groups::describe).delete(groups::delete))
+        .route("/metrics", get(metrics::render))
+        .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::readyz))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        });
+    api.layer(axum::middleware::from_fn(metrics::observe))
+        .layer(DefaultBodyLimit::max(app.config.body_bytes_max))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), auth::cors))
+        .with_state(app)
+}
+
+/// A gateway serving HTTP for a broker in the same process.
+#[derive(Debug)]
+pub struct RunningGateway {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Binds `config.listen` and serves `broker`. Refuses a non-loopback address without
+    /// tokens unless `config.insecure`.
+    pub async fn start(config: GatewayConfig, broker: Arc<Broker>) -> Result<Self, GatewayError> {
+        if !config.listen.ip().is_loopback() && config.tokens.is_none() && !config.insecure {
+            return Err(GatewayError::Insecure(config.listen));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| GatewayError::Listen { address: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Listen { address: config.listen, source })?;
+        let (stop, stopping) = watch::channel(false);
+        let app = Arc::new(App {
+            broker,
+            streams: Arc::new(Semaphore::new(config.streams_max)),
+            config,
+            stopping: stopping.clone(),
+            metrics: metrics::handle(),
+            round_robin: AtomicU64::new(0),
+        });
+        let service = router(app);
+        let mut until = stopping;
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = until.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, "the HTTP gateway stopped");
+            }
+        });
+        tracing::info!(http = %addr, "herald gateway ready");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, ends the streams, and waits a little for requests in flight.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
