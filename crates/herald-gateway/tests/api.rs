@@ -1,0 +1,186 @@
+//! The REST side against a real broker: produce over HTTP read back with kcat; tokens and
+//! scopes (401, 403) and CORS preflights; bad input answered with one problem document;
+//! `/metrics` valid Prometheus text (promtool) whose lag equals the broker's and the
+//! group view's; a non-loopback address refused without tokens.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::{Served, call, json, produce, tool};
+use herald_broker::internals::{Committed, now_ms};
+use herald_gateway::{GatewayConfig, GatewayError, RunningGateway, Tokens};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_over_http_reads_back_with_kcat() {
+    let served = Served::start(GatewayConfig::default()).await;
+    let created =
+        json(served.http, "POST", "/api/v1/topics", &serde_json::json!({ "name": "http.in", "partitions": 2 })).await;
+    assert_eq!(created.status, 201);
+    let records = (0..6).map(
+        |n| serde_json::json!({ "key": format!("k{n}"), "value": { "n": n }, "headers": { "event-type": "t.x" } }),
+    );
+    let placed = produce(served.http, "http.in", records.collect()).await;
+    assert_eq!(placed.len(), 6);
+    let Some(kcat) = tool("kcat", "HERALD_REQUIRE_KCAT") else { return served.stop().await };
+    let out = std::process::Command::new(kcat)
+        .args(["-b", &served.kafka.to_string(), "-C", "-t", "http.in", "-e", "-q", "-f", "%p %o %k %h %s\n"])
+        .output()
+        .expect("kcat runs");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    lines.sort();
+    let mut want: Vec<String> =
+        placed.iter().enumerate().map(|(n, (p, o))| format!("{p} {o} k{n} event-type=t.x {{\"n\":{n}}}")).collect();
+    want.sort();
+    assert_eq!(lines, want, "kcat reads what HTTP produced, where HTTP said it went");
+    served.stop().await;
+}
+
+fn problem(reply: &common::Reply, status: u16) -> String {
+    assert_eq!(reply.status, status, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+    let doc = reply.json();
+    assert_eq!(doc["status"], status);
+    doc["detail"].as_str().expect("detail").to_string()
+}
+
+const READ: &str = "read-token-0123456789";
+const WRITE: &str = "write-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+/// A JSON request with `token`.
+async fn send(http: SocketAddr, token: &str, method: &str, path: &str, body: &[u8]) -> common::Reply {
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    call(http, method, path, &headers, Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scopes_cors_and_bad_input() {
+    let tokens = Tokens::parse(&format!("read {READ}\nwrite {WRITE}\nadmin {ADMIN}\n")).expect("tokens");
+    let config =
+        GatewayConfig::default().tokens(tokens).cors_origins(vec!["http://app.test".into()]).body_bytes_max(64 * 1024);
+    let served = Served::start(config).await;
+    let http = served.http;
+    let bearer = |t: &str| format!("Bearer {t}");
+    problem(&call(http, "GET", "/api/v1/topics", &[], None).await, 401);
+    problem(&call(http, "GET", "/api/v1/topics", &[("authorization", "Basic abc")], None).await, 401);
+    problem(
+        &call(http, "GET", "/api/v1/topics", &[("authorization", &bearer("nope-nope-nope-nope"))], None).await,
+        401,
+    );
+    assert_eq!(call(http, "GET", "/api/v1/topics", &[("authorization", &bearer(READ))], None).await.status, 200);
+    let create = br#"{"name":"secured","partitions":1}"#;
+    let send = |token: &'static str, method: &'static str, path: &'static str, body: &'static [u8]| {
+        send(http, token, method, path, body)
+    };
+    problem(&send(WRITE, "POST", "/api/v1/topics", create).await, 403);
+    assert_eq!(send(ADMIN, "POST", "/api/v1/topics", create).await.status, 201);
+    let record = br#"{"value":{"a":1}}"#;
+    problem(&send(READ, "POST", "/api/v1/topics/secured/messages", record).await, 403);
+    assert_eq!(send(WRITE, "POST", "/api/v1/topics/secured/messages", record).await.status, 200);
+    // An EventSource cannot set headers: the token may come in the query.
+    let stream =
+        common::Stream::open(http, &format!("/api/v1/topics/secured/events?from=earliest&access_token={READ}"), &[])
+            .await;
+    assert_eq!(stream.status, 200);
+
+    // CORS: an allowed origin's preflight, and a refused one.
+    let preflight = |origin: &'static str| async move {
+        call(http, "OPTIONS", "/api/v1/topics", &[("origin", origin), ("access-control-request-method", "GET")], None)
+            .await
+    };
+    let allowed = preflight("http://app.test").await;
+    assert_eq!(allowed.status, 204);
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("http://app.test"));
+    problem(&preflight("http://evil.test").await, 403);
+    let marked =
+        call(http, "GET", "/api/v1/topics", &[("origin", "http://app.test"), ("authorization", &bearer(READ))], None)
+            .await;
+    assert_eq!(marked.header("access-control-allow-origin"), Some("http://app.test"));
+
+    // Bad input: each one problem document that says what is wrong.
+    assert!(problem(&send(ADMIN, "GET", "/api/v1/topics/missing", b"").await, 404).contains("missing"));
+    problem(&send(WRITE, "POST", "/api/v1/topics/missing/messages", record).await, 404);
+    assert!(
+        problem(&send(WRITE, "POST", "/api/v1/topics/secured/messages", b"{\"value\":").await, 400).contains("JSON")
+    );
+    let huge: &'static [u8] = Box::leak(vec![b' '; 200 * 1024].into_boxed_slice());
+    problem(&send(WRITE, "POST", "/api/v1/topics/secured/messages", huge).await, 413);
+    problem(&send(ADMIN, "GET", "/api/v1/nothing-here", b"").await, 404);
+    problem(&send(ADMIN, "GET", "/api/v1/topics/secured/partitions/x/messages", b"").await, 400);
+    problem(&send(ADMIN, "GET", "/api/v1/topics/secured/events?from=yesterday", b"").await, 400);
+    problem(&send(ADMIN, "POST", "/api/v1/topics", br#"{"name":"bad name!"}"#).await, 400);
+    problem(
+        &send(WRITE, "POST", "/api/v1/topics/secured/messages", br#"{"value":"%%","valueEncoding":"base64"}"#).await,
+        400,
+    );
+    served.stop().await;
+}
+
+/// The value of the sample `name{labels}` in Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_and_lag_matches_the_group_view() {
+    let served = Served::start(GatewayConfig::default()).await;
+    served.broker().create_topic("metered", Some(2), BTreeMap::new(), false).expect("topic");
+    let records = (0..20).map(|n| serde_json::json!({ "value": { "n": n }, "partition": n % 2 }));
+    produce(served.http, "metered", records.collect()).await;
+    let committed = |offset| Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now_ms() };
+    let entries = vec![("metered".to_string(), 0, committed(4)), ("metered".to_string(), 1, committed(10))];
+    served.broker().groups().offsets().commit("billing", entries, now_ms()).expect("commit");
+
+    let reply = call(served.http, "GET", "/metrics", &[], None).await;
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body).expect("utf-8");
+    if let Some(promtool) = tool("promtool", "HERALD_REQUIRE_PROMTOOL") {
+        let mut check = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        use std::io::Write as _;
+        check.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+        let out = check.wait_with_output().expect("promtool");
+        // promtool exits 3 for lint warnings only (names, help text), 1 for errors.
+        assert_ne!(
+            out.status.code(),
+            Some(1),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let view = call(served.http, "GET", "/api/v1/groups/billing", &[], None).await.json();
+    for lag in served.broker().group_lag("billing") {
+        let labels = format!("herald_group_lag{{group=\"billing\",topic=\"metered\",partition=\"{}\"}}", lag.partition);
+        assert_eq!(sample(&text, &labels), Some(lag.lag as f64), "{labels}");
+        let shown = view["lag"].as_array().expect("lag").iter().find(|l| l["partition"] == lag.partition).expect("row");
+        assert_eq!(shown["lag"], lag.lag);
+        assert!(shown["lagSeconds"].as_f64().expect("seconds") >= 0.0);
+    }
+    assert_eq!(sample(&text, "herald_partition_high_watermark{topic=\"metered\",partition=\"0\"}"), Some(10.0));
+    assert_eq!(call(served.http, "GET", "/healthz", &[], None).await.status, 200);
+    assert_eq!(call(served.http, "GET", "/readyz", &[], None).await.status, 200);
+    let openapi = call(served.http, "GET", "/api/v1/openapi.json", &[], None).await.json();
+    assert!(openapi["paths"]["/api/v1/topics/{topic}/events"].is_object());
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_address_needs_tokens_or_insecure() {
+    let served = Served::start(GatewayConfig::default()).await;
+    let broker = std::sync::Arc::clone(served.broker.as_ref().expect("running").broker());
+    let open = GatewayConfig::default().listen(SocketAddr::from(([0, 0, 0, 0], 0)));
+    match RunningGateway::start(open, broker).await {
+        Err(GatewayError::Insecure(_)) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    served.stop().await;
+}
