@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub stream_stall: Duration,
     /// A comment line sent on idle streams this often.
     pub heartbeat: Duration,
+    /// How long browsers wait before reconnecting a cut stream (SSE `retry:`).
+    pub stream_retry: Duration,
     /// Largest request body.
     pub body_bytes_max: usize,
     /// Most filter values (keys, event types, partitions) per stream.
@@ -46,6 +48,7 @@ impl Default for GatewayConfig {
             stream_buffer: 1_024,
             stream_stall: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
+            stream_retry: Duration::from_secs(1),
             body_bytes_max: 8 << 20,
             filters_max: 16,
             read_limit_max: 1_000,
@@ -82,6 +85,12 @@ impl GatewayConfig {
     /// Sets how long a full stream buffer is tolerated.
     pub fn stream_stall(mut self, stall: Duration) -> Self {
         self.stream_stall = stall;
+        self
+    }
+
+    /// Sets how long browsers wait before reconnecting.
+    pub fn stream_retry(mut self, retry: Duration) -> Self {
+        self.stream_retry = retry;
         self
     }
 

@@ -55,6 +55,17 @@ pub(crate) enum Item {
     },
 }
 
+/// What [`Cursor::take`] made of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Send it.
+    Deliver,
+    /// Already had it, or filtered out.
+    Skip,
+    /// Records before it were missed: read the log.
+    Behind,
+}
+
 /// A place in a topic plus filters.
 #[derive(Debug, Clone)]
 pub(crate) struct Cursor {
@@ -118,9 +129,43 @@ impl Cursor {
         Ok(Self { topic: topic.to_string(), positions, filter })
     }
 
+    /// A cursor at `positions`.
+    #[cfg(test)]
+    pub(crate) fn at(topic: &str, positions: Positions, filter: Filter) -> Self {
+        Self { topic: topic.to_string(), positions, filter }
+    }
+
     /// The token of the current place.
     pub(crate) fn token(&self) -> String {
         token::format(&self.positions)
+    }
+
+    /// The topic.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next offset of every partition.
+    pub(crate) fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    /// Takes a record read by someone else (a topic's tail): delivered if it is the one
+    /// at this place and passes the filter, skipped if it is behind the place (or
+    /// filtered out, which moves the place), `Behind` if records before it were missed.
+    pub(crate) fn take(&mut self, message: &Message) -> Take {
+        if !self.filter.reads(message.partition) {
+            return Take::Skip;
+        }
+        let at = self.positions.get(&message.partition).copied().unwrap_or(0);
+        if message.offset < at {
+            return Take::Skip;
+        }
+        if message.offset > at {
+            return Take::Behind;
+        }
+        self.positions.insert(message.partition, message.offset + 1);
+        if self.filter.admits(message) { Take::Deliver } else { Take::Skip }
     }
 
     /// The next offset of `partition`.

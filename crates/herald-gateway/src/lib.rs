@@ -22,6 +22,7 @@ mod problem;
 mod records;
 mod server;
 mod sse;
+mod tail;
 mod token;
 mod topics;
 

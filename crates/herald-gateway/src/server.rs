@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::problem::Problem;
+use crate::tail::Tails;
 use crate::{auth, groups, messages, metrics, openapi, sse, topics};
 
 /// How long a shutdown waits for requests in flight (streams end at once).
@@ -32,6 +33,8 @@ pub(crate) struct App {
     pub(crate) metrics: PrometheusHandle,
     /// Where the next unkeyed record without a partition goes.
     pub(crate) round_robin: AtomicU64,
+    /// The live edges of topics with streams.
+    pub(crate) tails: Tails,
 }
 
 /// Runs `work` on a blocking thread (log and registry IO).
@@ -91,6 +94,7 @@ impl RunningGateway {
             stopping: stopping.clone(),
             metrics: metrics::handle(),
             round_robin: AtomicU64::new(0),
+            tails: Tails::default(),
         });
         let service = router(app);
         let mut until = stopping;

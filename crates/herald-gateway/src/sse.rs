@@ -1,9 +1,10 @@
 //! `GET /api/v1/topics/{topic}/events`: a topic as Server-Sent Events. Each event's `id:`
 //! is the resume token after it, so `Last-Event-ID` (or `?from=`) resumes exactly there.
-//! A feeder task reads the logs through a [`Cursor`] when the broker signals new data and
-//! hands events to the response through a bounded buffer; a client that leaves the buffer
-//! full for `stream_stall` gets `event: resync` with its last delivered token, and the
-//! stream ends: never a silent skip.
+//! A feeder task catches up from the log through the stream's [`Cursor`], then follows
+//! the topic's shared [`crate::tail::Tail`], and hands events to the response through a
+//! bounded buffer; a client that leaves the buffer full for `stream_stall` gets
+//! `event: resync` with its last delivered token, and the stream ends: never a silent
+//! skip.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,12 +16,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 
 use crate::auth::Read;
 use crate::cursor::{Cursor, Filter, From, Item};
 use crate::problem::{Path, Problem, Query};
 use crate::server::App;
+use crate::tail::{self, Batch};
 
 /// The query of a stream.
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +84,7 @@ pub(crate) async fn events(
     let overflowed = Arc::new(AtomicBool::new(false));
     let start = cursor.token();
     tokio::spawn(feed(Arc::clone(&app), cursor, sender, Arc::clone(&overflowed), permit));
-    let body = Delivered { receiver, overflowed, last: start, ended: false };
+    let body = Delivered { receiver, overflowed, last: start, retry: Some(app.config.stream_retry), ended: false };
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(app.config.heartbeat)).into_response())
 }
 
@@ -105,12 +107,22 @@ impl Drop for Open {
 /// What the feeder hands the response.
 #[derive(Debug)]
 enum Fed {
-    Item(Item),
+    Event { data: Arc<str>, token: Arc<str> },
+    Gap { partition: i32, from: i64, to: i64 },
     Error(String),
 }
 
-/// Reads the topic whenever the broker signals new data, until the client leaves, the
-/// buffer stays full past `stream_stall`, the topic goes, or the gateway stops.
+/// Whether the feeder goes on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// Feeds one stream: reads the log from its place until there is nothing more (catch-up),
+/// then takes records from the topic's tail (live); falls back to catch-up whenever it
+/// missed some. Ends when the client leaves, the buffer stays full past `stream_stall`
+/// (`overflowed`), the topic goes, or the gateway stops.
 async fn feed(
     app: Arc<App>,
     mut cursor: Cursor,
@@ -119,39 +131,104 @@ async fn feed(
     _permit: OwnedSemaphorePermit,
 ) {
     let _open = Open::new();
-    let mut data = app.broker.subscribe_data();
-    let mut stopping = app.stopping.clone();
+    let out = Out { sender, overflowed, stall: app.config.stream_stall };
     loop {
-        data.borrow_and_update();
-        let broker = Arc::clone(&app.broker);
-        let max_bytes = app.config.read_bytes_max;
+        let Some(tail) = app.tails.get(&app.broker, cursor.topic(), app.stopping.clone()) else {
+            let _ = out.send(Fed::Error(format!("topic {:?} is gone", cursor.topic()))).await;
+            return;
+        };
+        // Subscribed before catching up: whatever the tail reads after the catch-up's
+        // last read comes through the subscription.
+        let mut live = tail.subscribe();
+        if catch_up(&app, &mut cursor, &out).await == Flow::Stop {
+            return;
+        }
+        if follow(&app, &mut cursor, &mut live, &out).await == Flow::Stop {
+            return;
+        }
+    }
+}
+
+/// The stream's side of the buffer.
+struct Out {
+    sender: mpsc::Sender<Fed>,
+    overflowed: Arc<AtomicBool>,
+    stall: std::time::Duration,
+}
+
+impl Out {
+    async fn send(&self, fed: Fed) -> Flow {
+        match tokio::time::timeout(self.stall, self.sender.send(fed)).await {
+            Ok(Ok(())) => Flow::Go,
+            Ok(Err(_)) => Flow::Stop,
+            Err(_) => {
+                self.overflowed.store(true, Ordering::SeqCst);
+                Flow::Stop
+            }
+        }
+    }
+}
+
+/// Reads the log from the cursor until a read finds nothing.
+async fn catch_up(app: &Arc<App>, cursor: &mut Cursor, out: &Out) -> Flow {
+    loop {
+        let (broker, max_bytes, mut own) = (Arc::clone(&app.broker), app.config.read_bytes_max, cursor.clone());
         let read = tokio::task::spawn_blocking(move || {
-            let items = cursor.read(&broker, max_bytes);
-            (cursor, items)
+            let items = own.read(&broker, max_bytes);
+            (own, items)
         })
         .await;
         let items = match read {
-            Ok((back, Ok(items))) => {
-                cursor = back;
+            Ok((moved, Ok(items))) => {
+                *cursor = moved;
                 items
             }
-            Ok((_, Err(problem))) => return drop(sender.send(Fed::Error(problem.detail)).await),
-            Err(panic) => return drop(sender.send(Fed::Error(panic.to_string())).await),
+            Ok((_, Err(problem))) => {
+                out.send(Fed::Error(problem.detail)).await;
+                return Flow::Stop;
+            }
+            Err(panic) => {
+                out.send(Fed::Error(panic.to_string())).await;
+                return Flow::Stop;
+            }
         };
         if items.is_empty() {
-            tokio::select! {
-                changed = data.changed() => if changed.is_err() { return },
-                () = sender.closed() => return,
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            continue;
+            return Flow::Go;
         }
         for item in items {
-            match tokio::time::timeout(app.config.stream_stall, sender.send(Fed::Item(item))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => return overflowed.store(true, Ordering::SeqCst),
+            let fed = match item {
+                Item::Event(message, token) => {
+                    Fed::Event { data: serde_json::to_string(&message).unwrap_or_default().into(), token: token.into() }
+                }
+                Item::Gap { partition, from, to } => Fed::Gap { partition, from, to },
+            };
+            if out.send(fed).await == Flow::Stop {
+                return Flow::Stop;
             }
+        }
+    }
+}
+
+/// Takes the tail's batches until the stream misses records (`Go`: catch up again) or
+/// ends (`Stop`).
+async fn follow(app: &Arc<App>, cursor: &mut Cursor, live: &mut broadcast::Receiver<Arc<Batch>>, out: &Out) -> Flow {
+    let mut stopping = app.stopping.clone();
+    loop {
+        let batch = tokio::select! {
+            batch = live.recv() => batch,
+            () = out.sender.closed() => return Flow::Stop,
+            _ = stopping.wait_for(|s| *s) => return Flow::Stop,
+        };
+        // Lagged behind the broadcast, or the tail ended: read the log again.
+        let Ok(batch) = batch else { return Flow::Go };
+        let (send, behind) = tail::take(cursor, &batch);
+        for (data, token) in send {
+            if out.send(Fed::Event { data, token }).await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        if behind {
+            return Flow::Go;
         }
     }
 }
@@ -163,6 +240,8 @@ struct Delivered {
     overflowed: Arc<AtomicBool>,
     /// The token after the last event delivered.
     last: String,
+    /// Sent first: how long a browser waits before it reconnects.
+    retry: Option<std::time::Duration>,
     ended: bool,
 }
 
@@ -174,14 +253,16 @@ impl futures_core::Stream for Delivered {
         if this.ended {
             return Poll::Ready(None);
         }
+        if let Some(retry) = this.retry.take() {
+            return Poll::Ready(Some(Ok(Event::default().retry(retry))));
+        }
         match this.receiver.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Fed::Item(Item::Event(message, token)))) => {
-                let data = serde_json::to_string(&message).unwrap_or_default();
-                this.last.clone_from(&token);
-                Poll::Ready(Some(Ok(Event::default().id(token).data(data))))
+            Poll::Ready(Some(Fed::Event { data, token })) => {
+                this.last.replace_range(.., &token);
+                Poll::Ready(Some(Ok(Event::default().id(&*token).data(&*data))))
             }
-            Poll::Ready(Some(Fed::Item(Item::Gap { partition, from, to }))) => {
+            Poll::Ready(Some(Fed::Gap { partition, from, to })) => {
                 let data = serde_json::json!({ "partition": partition, "from": from, "to": to }).to_string();
                 Poll::Ready(Some(Ok(Event::default().event("gap").data(data))))
             }

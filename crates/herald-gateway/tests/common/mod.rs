@@ -91,11 +91,17 @@ pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     let mut reader = BufReader::new(stream);
     let (status, headers) = head(&mut reader).await;
     let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let length =
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok());
     let mut body = Vec::new();
     if chunked {
         while let Some(chunk) = next_chunk(&mut reader).await {
             body.extend(chunk);
         }
+    } else if let Some(length) = length {
+        // Some servers (chromedriver) keep the connection open despite `connection: close`.
+        body = vec![0; length];
+        reader.read_exact(&mut body).await.expect("the body");
     } else {
         let _ = reader.read_to_end(&mut body).await;
     }
@@ -187,9 +193,9 @@ impl Stream {
     }
 }
 
+/// An event block; `None` for comments and a bare `retry:`.
 fn parse(block: &str) -> Option<Event> {
     let mut event = Event::default();
-    let mut any = false;
     for line in block.lines() {
         let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
         match field {
@@ -204,9 +210,8 @@ fn parse(block: &str) -> Option<Event> {
             }
             _ => {}
         }
-        any = true;
     }
-    any.then_some(event)
+    (event.event.is_some() || !event.data.is_empty()).then_some(event)
 }
 
 /// Produces `records` (JSON objects) to `topic` over HTTP; returns (partition, offset) of each.
