@@ -30,3 +30,7 @@ pub use auth::{Scope, Tokens};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use server::RunningGateway;
+
+/// For benchmarks: a produce batch as the gateway builds it.
+#[doc(hidden)]
+pub use records::{Outgoing, encode};

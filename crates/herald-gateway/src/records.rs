@@ -86,18 +86,18 @@ fn text_or_base64(bytes: &[u8]) -> serde_json::Value {
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Outgoing {
+pub struct Outgoing {
     /// The key.
-    pub(crate) key: Option<Bytes>,
+    pub key: Option<Bytes>,
     /// The value.
-    pub(crate) value: Option<Bytes>,
+    pub value: Option<Bytes>,
     /// Headers, in order.
-    pub(crate) headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(String, Bytes)>,
 }
 
 /// One uncompressed v2 batch of `records` (offsets from 0; the log assigns the real
 /// ones), without a producer id.
-pub(crate) fn encode(records: &[Outgoing], now_ms: i64) -> Result<Vec<u8>, String> {
+pub fn encode(records: &[Outgoing], now_ms: i64) -> Result<Vec<u8>, String> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()

@@ -25,8 +25,12 @@ pub struct Served {
 
 impl Served {
     pub async fn start(config: GatewayConfig) -> Self {
+        Self::start_with(BrokerConfig::default(), config).await
+    }
+
+    pub async fn start_with(broker_config: BrokerConfig, config: GatewayConfig) -> Self {
         let dir = tempfile::tempdir().expect("dir");
-        let broker_config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
+        let broker_config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..broker_config };
         let server = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() };
         let broker = RunningBroker::start(broker_config, server).await.expect("broker");
         let config = config.listen(SocketAddr::from(([127, 0, 0, 1], 0)));
