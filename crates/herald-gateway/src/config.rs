@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub body_bytes_max: usize,
     /// Most filter values (keys, event types, partitions) per stream.
     pub filters_max: usize,
+    /// Most subscriptions on one WebSocket.
+    pub ws_subscriptions_max: usize,
     /// Most messages per page of a read.
     pub read_limit_max: usize,
     /// Most bytes read from one partition at a time.
@@ -51,6 +53,7 @@ impl Default for GatewayConfig {
             stream_retry: Duration::from_secs(1),
             body_bytes_max: 8 << 20,
             filters_max: 16,
+            ws_subscriptions_max: 64,
             read_limit_max: 1_000,
             read_bytes_max: 1 << 20,
         }

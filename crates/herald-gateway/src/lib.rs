@@ -22,9 +22,11 @@ mod problem;
 mod records;
 mod server;
 mod sse;
+mod stream;
 mod tail;
 mod token;
 mod topics;
+mod ws;
 
 pub use auth::{Scope, Tokens};
 pub use config::GatewayConfig;

@@ -101,6 +101,16 @@ pub(crate) async fn produce(
         ProduceBody::Batch { records } => records,
         ProduceBody::One(record) => vec![record],
     };
+    let offsets = publish(&app, topic, records).await?;
+    let offsets: Vec<_> =
+        offsets.into_iter().map(|(p, o)| serde_json::json!({ "partition": p, "offset": o })).collect();
+    Ok(axum::Json(serde_json::json!({ "offsets": offsets })).into_response())
+}
+
+/// Appends `records` to `topic` (a key picks the partition as Kafka clients do; without
+/// one, round robin), answered once durable under the broker's policy: each record's
+/// (partition, offset), in order.
+pub(crate) async fn publish(app: &App, topic: String, records: Vec<ProduceRecord>) -> Result<Vec<(i32, i64)>, Problem> {
     if records.is_empty() {
         return Err(Problem::bad_request("no records"));
     }
@@ -122,9 +132,7 @@ pub(crate) async fn produce(
     let broker = Arc::clone(&app.broker);
     let offsets = blocking(move || append_all(&broker, &topic, by_partition)).await?;
     app.broker.notify_data();
-    let offsets: Vec<_> =
-        offsets.into_iter().map(|(p, o)| serde_json::json!({ "partition": p, "offset": o })).collect();
-    Ok(axum::Json(serde_json::json!({ "offsets": offsets })).into_response())
+    Ok(offsets)
 }
 
 fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
