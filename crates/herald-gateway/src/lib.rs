@@ -20,6 +20,7 @@ mod metrics;
 mod openapi;
 mod problem;
 mod records;
+mod reset;
 mod server;
 mod sse;
 mod stream;

@@ -38,6 +38,10 @@ pub(crate) async fn document() -> Response {
                 "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>; ?key=, ?type=, ?partition=", "read")
             },
             "/api/v1/groups": { "get": op("List consumer groups", "read") },
+            "/api/v1/groups/{group}/offsets": {
+                "post": op("Move a stopped group's offsets on a topic {topic, partitions?, to: earliest|latest|{offset}|{time}, dryRun (default true)}", "admin")
+            },
+            "/api/v1/ws": { "get": op("WebSocket: subscribe, unsubscribe, publish (write scope)", "read") },
             "/api/v1/groups/{group}": {
                 "get": op("Describe a group: members, lag per partition in offsets and seconds", "read"),
                 "delete": op("Delete an empty group and its offsets", "admin")

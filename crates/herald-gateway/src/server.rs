@@ -16,7 +16,7 @@ use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::problem::Problem;
 use crate::tail::Tails;
-use crate::{auth, groups, messages, metrics, openapi, sse, topics, ws};
+use crate::{auth, groups, messages, metrics, openapi, reset, sse, topics, ws};
 
 /// How long a shutdown waits for requests in flight (streams end at once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -55,6 +55,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/v1/ws", get(ws::socket))
         .route("/api/v1/groups", get(groups::list))
         .route("/api/v1/groups/{group}", get(groups::describe).delete(groups::delete))
+        .route("/api/v1/groups/{group}/offsets", axum::routing::post(reset::reset))
         .route("/metrics", get(metrics::render))
         .route("/healthz", get(metrics::healthz))
         .route("/readyz", get(metrics::readyz))

@@ -184,3 +184,34 @@ async fn a_non_loopback_address_needs_tokens_or_insecure() {
     }
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reset_changes_nothing_and_an_executed_one_moves_the_offsets() {
+    let served = Served::start(GatewayConfig::default()).await;
+    served.broker().create_topic("reset.me", Some(2), BTreeMap::new(), false).expect("topic");
+    let records = (0..10).map(|n| serde_json::json!({ "value": n, "partition": n % 2 }));
+    produce(served.http, "reset.me", records.collect()).await;
+    let committed = |offset| Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now_ms() };
+    let entries = vec![("reset.me".to_string(), 0, committed(4)), ("reset.me".to_string(), 1, committed(2))];
+    served.broker().groups().offsets().commit("audit", entries, now_ms()).expect("commit");
+    let offsets = |served: &Served| {
+        let store = served.broker().groups().offsets();
+        (0..2).map(|p| store.get("audit", "reset.me", p).map(|c| c.offset)).collect::<Vec<_>>()
+    };
+    let path = "/api/v1/groups/audit/offsets";
+    let dry = json(served.http, "POST", path, &serde_json::json!({ "topic": "reset.me", "to": "earliest" })).await;
+    assert_eq!(dry.status, 200, "{}", String::from_utf8_lossy(&dry.body));
+    let dry = dry.json();
+    assert_eq!(dry["dryRun"], true);
+    assert_eq!(dry["offsets"][0], serde_json::json!({ "partition": 0, "current": 4, "new": 0 }));
+    assert_eq!(offsets(&served), [Some(4), Some(2)], "a dry run changes nothing");
+    let run = serde_json::json!({ "topic": "reset.me", "partitions": [1], "to": { "offset": 5 }, "dryRun": false });
+    assert_eq!(json(served.http, "POST", path, &run).await.status, 200);
+    assert_eq!(offsets(&served), [Some(4), Some(5)], "only partition 1 moved");
+    let latest = serde_json::json!({ "topic": "reset.me", "to": "latest", "dryRun": false });
+    assert_eq!(json(served.http, "POST", path, &latest).await.status, 200);
+    assert_eq!(offsets(&served), [Some(5), Some(5)]);
+    let bad = json(served.http, "POST", path, &serde_json::json!({ "topic": "reset.me", "to": "sometime" })).await;
+    problem(&bad, 422);
+    served.stop().await;
+}
