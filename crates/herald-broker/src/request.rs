@@ -217,6 +217,39 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
     Ok(Decoded::Request(call, Box::new(request), client_id))
 }
 
+/// The name of Kafka API `key` as the request metrics label it (`other` for APIs the
+/// broker does not implement).
+pub(crate) fn api_name(key: i16) -> &'static str {
+    match key {
+        0 => "Produce",
+        1 => "Fetch",
+        2 => "ListOffsets",
+        3 => "Metadata",
+        8 => "OffsetCommit",
+        9 => "OffsetFetch",
+        10 => "FindCoordinator",
+        11 => "JoinGroup",
+        12 => "Heartbeat",
+        13 => "LeaveGroup",
+        14 => "SyncGroup",
+        15 => "DescribeGroups",
+        16 => "ListGroups",
+        18 => "ApiVersions",
+        19 => "CreateTopics",
+        20 => "DeleteTopics",
+        21 => "DeleteRecords",
+        22 => "InitProducerId",
+        32 => "DescribeConfigs",
+        33 => "AlterConfigs",
+        37 => "CreatePartitions",
+        42 => "DeleteGroups",
+        44 => "IncrementalAlterConfigs",
+        47 => "OffsetDelete",
+        60 => "DescribeCluster",
+        _ => "other",
+    }
+}
+
 /// Answers one request frame (without its length prefix). Blocking: handlers may fsync,
 /// so the server calls this off the async threads, one frame of a connection at a time,
 /// which keeps each connection's requests applied in order.

@@ -132,6 +132,7 @@ struct Slot {
 impl Slot {
     fn open(permit: tokio::sync::OwnedSemaphorePermit, slots: Arc<Connections>, peer: SocketAddr) -> Self {
         tracing::debug!(target: CONNECTIONS, %peer, open = slots.open(), "connection opened");
+        metrics::gauge!("herald_kafka_connections").increment(1.0);
         Self { _permit: permit, slots, peer }
     }
 }
@@ -142,6 +143,7 @@ impl Drop for Slot {
         // it says one more than is open: subtract it here.
         let open = self.slots.open().saturating_sub(1);
         tracing::debug!(target: CONNECTIONS, peer = %self.peer, open, "connection closed");
+        metrics::gauge!("herald_kafka_connections").decrement(1.0);
     }
 }
 
@@ -270,8 +272,15 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// A response on its way to the writer, in request order, with when its request arrived.
 enum Outgoing {
-    Ready(Option<Bytes>, Instant),
-    Waiting(AbortOnDrop<Result<Option<Bytes>, FrameError>>, Instant),
+    Ready(Option<Bytes>, Received),
+    Waiting(AbortOnDrop<Result<Option<Bytes>, FrameError>>, Received),
+}
+
+/// When a request arrived, and which API it called (for the request metrics).
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    at: Instant,
+    api: &'static str,
 }
 
 async fn serve_connection(
@@ -353,7 +362,9 @@ async fn read_requests(
                 },
             },
         };
-        let received = Instant::now();
+        metrics::counter!("herald_kafka_bytes_received_total").increment(4 + body.len() as u64);
+        let api = body.get(..2).map_or("unknown", |key| crate::request::api_name(i16::from_be_bytes([key[0], key[1]])));
+        let received = Received { at: Instant::now(), api };
         let handler_broker = Arc::clone(&broker);
         let host = client_host.clone();
         let reply = tokio::task::spawn_blocking(move || handle_frame_from(&handler_broker, Bytes::from(body), &host))
@@ -399,6 +410,10 @@ async fn write_responses(
                 ((&mut task.0).await.map_err(|e| ConnectionEnd::Handler(e.to_string()))??, received)
             }
         };
+        // Counted before the write, so a client that has its answer sees it counted.
+        metrics::counter!("herald_kafka_requests_total", "api" => received.api).increment(1);
+        metrics::histogram!("herald_kafka_request_seconds", "api" => received.api)
+            .record(received.at.elapsed().as_secs_f64());
         if let Some(bytes) = bytes {
             // Prefix and body in one vectored write, without copying the body.
             let prefix = (bytes.len() as u32).to_be_bytes();
@@ -406,7 +421,8 @@ async fn write_responses(
             tokio::time::timeout(write_timeout, writer.write_all_buf(&mut Buf::chain(&prefix[..], bytes)))
                 .await
                 .map_err(|_| ConnectionEnd::SlowWrite(write_timeout))??;
-            tracing::trace!(bytes = length, micros = received.elapsed().as_micros() as u64, "responded");
+            metrics::counter!("herald_kafka_bytes_sent_total").increment(4 + length as u64);
+            tracing::trace!(bytes = length, micros = received.at.elapsed().as_micros() as u64, "responded");
         }
     }
     writer.shutdown().await.ok();

@@ -134,6 +134,12 @@ async fn metrics_are_prometheus_text_and_lag_matches_the_group_view() {
     let entries = vec![("metered".to_string(), 0, committed(4)), ("metered".to_string(), 1, committed(10))];
     served.broker().groups().offsets().commit("billing", entries, now_ms()).expect("commit");
 
+    // One Kafka request (ApiVersions v0, client id "t"), for the broker's request metrics.
+    let mut kafka = tokio::net::TcpStream::connect(served.kafka).await.expect("kafka");
+    let request = [0u8, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 1, 0, 1, b't'];
+    tokio::io::AsyncWriteExt::write_all(&mut kafka, &request).await.expect("send");
+    let mut length = [0u8; 4];
+    tokio::io::AsyncReadExt::read_exact(&mut kafka, &mut length).await.expect("answer");
     let reply = call(served.http, "GET", "/metrics", &[], None).await;
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body).expect("utf-8");
@@ -166,6 +172,10 @@ async fn metrics_are_prometheus_text_and_lag_matches_the_group_view() {
         assert!(shown["lagSeconds"].as_f64().expect("seconds") >= 0.0);
     }
     assert_eq!(sample(&text, "herald_partition_high_watermark{topic=\"metered\",partition=\"0\"}"), Some(10.0));
+    let api_versions = sample(&text, "herald_kafka_requests_total{api=\"ApiVersions\"}").expect("Kafka request counts");
+    assert!(api_versions >= 1.0, "{api_versions}");
+    assert!(sample(&text, "herald_kafka_connections").expect("the connection gauge") >= 1.0);
+    assert!(text.contains("herald_kafka_request_seconds_bucket{api=\"ApiVersions\""), "request latency histogram");
     assert_eq!(call(served.http, "GET", "/healthz", &[], None).await.status, 200);
     assert_eq!(call(served.http, "GET", "/readyz", &[], None).await.status, 200);
     let openapi = call(served.http, "GET", "/api/v1/openapi.json", &[], None).await.json();
