@@ -19,6 +19,7 @@ mod broker;
 mod config;
 mod error;
 mod group;
+mod new_records;
 mod partition;
 mod producer_state;
 mod request;
@@ -43,6 +44,7 @@ pub mod internals {
     pub use crate::group::{
         Committed, Group, GroupError, GroupListing, GroupManager, GroupState, OffsetStore, Pending,
     };
+    pub use crate::new_records::{NewRecord, encode_batch};
     pub use crate::partition::Partition;
     pub use crate::request::{FrameError, Reply, decode_request, handle_frame};
     pub use crate::server::Server;

@@ -126,6 +126,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server_grace_ms = server.shutdown_grace.as_millis() as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
+        // Installed before anything starts: a SIGTERM during startup still stops cleanly.
+        let signals = Signals::install()?;
         let running = RunningBroker::start(broker, server).await?;
         let gateway = match http {
             Some(config) => match RunningGateway::start(config, Arc::clone(running.broker())).await {
@@ -137,7 +139,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             None => None,
         };
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!(
             grace_ms = server_grace_ms,
             "shutting down: answering parked requests, finishing in-flight ones within the grace, then flushing logs"
@@ -267,13 +269,32 @@ fn parse_durability(text: &str) -> anyhow::Result<Durability> {
     bail!("durability {text:?}: use `fsync` or `interval:<ms>`")
 }
 
-pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+pub(crate) struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
     }
+
+    /// Waits for either.
+    pub(crate) async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
+    Signals::install()?.wait().await;
     Ok(())
 }
 

@@ -2,11 +2,8 @@
 //! base64) and into it (an uncompressed batch built from a produce request).
 
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use serde::Serialize;
 
 /// One record as the gateway shows it.
@@ -85,44 +82,10 @@ fn text_or_base64(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// A record to produce.
-#[derive(Debug, Clone, Default)]
-pub struct Outgoing {
-    /// The key.
-    pub key: Option<Bytes>,
-    /// The value.
-    pub value: Option<Bytes>,
-    /// Headers, in order.
-    pub headers: Vec<(String, Bytes)>,
-}
+pub use herald_broker::internals::NewRecord as Outgoing;
 
-/// One uncompressed v2 batch of `records` (offsets from 0; the log assigns the real
-/// ones), without a producer id.
-pub fn encode(records: &[Outgoing], now_ms: i64) -> Result<Vec<u8>, String> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now_ms,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone()))).collect(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(|e| format!("encoding the batch: {e}"))?;
-    Ok(buf.to_vec())
-}
+/// One uncompressed batch of `records`, as the broker's own writes are built.
+pub use herald_broker::internals::encode_batch as encode;
 
 /// Kafka's default partitioner for keyed records: murmur2 of the key, made positive,
 /// modulo the partition count (what librdkafka's `murmur2_random` and the Java client

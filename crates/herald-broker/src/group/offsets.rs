@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use herald_log::{Log, LogConfig, LogError, Storage};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::new_records::NewRecord;
 
 /// Directory of the offsets log inside the data directory ('@' never appears in a topic
 /// name, so it cannot collide with a partition directory).
@@ -213,31 +213,9 @@ fn apply(map: &mut BTreeMap<Key, Committed>, change: Change) {
 }
 
 fn encode_batch(changes: &[Change], now_ms: i64) -> Vec<u8> {
-    let records: Vec<Record> = changes
-        .iter()
-        .enumerate()
-        .map(|(i, change)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now_ms,
-            key: None,
-            value: Some(encode_change(change)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-        .expect("an uncompressed batch of small records encodes");
-    buf.to_vec()
+    let records: Vec<NewRecord> =
+        changes.iter().map(|change| NewRecord { value: Some(encode_change(change)), ..NewRecord::default() }).collect();
+    crate::new_records::encode_batch(&records, now_ms).expect("an uncompressed batch of small records encodes")
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
