@@ -138,6 +138,10 @@ async fn baseline(streams: usize, seconds: u64) -> (Seen, f64) {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    // TCP_NODELAY, as the gateway sets it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     // The same events herald sends: its record JSON and a one-partition token.
     let measured = measure(addr, "/events", streams, seconds, move |n| {

@@ -88,6 +88,10 @@ impl RunningGateway {
             .await
             .map_err(|source| GatewayError::Listen { address: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| GatewayError::Listen { address: config.listen, source })?;
+        // Events are small and each should leave at once, not wait for Nagle.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
         let (stop, stopping) = watch::channel(false);
         let app = Arc::new(App {
             broker,

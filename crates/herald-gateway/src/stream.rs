@@ -90,7 +90,7 @@ pub(crate) async fn start(
     let overflowed = Arc::new(AtomicBool::new(false));
     let start = cursor.token();
     tokio::spawn(feed(Arc::clone(app), cursor, sender, Arc::clone(&overflowed), permit, kind));
-    Ok(Frames { receiver, overflowed, last: start, retry: Some(app.config.stream_retry), ended: false })
+    Ok(Frames { receiver, overflowed, last: start.into(), retry: Some(app.config.stream_retry), ended: false })
 }
 
 /// Counts open streams in `herald_gateway_streams` by kind.
@@ -164,6 +164,12 @@ struct Out {
 
 impl Out {
     async fn send(&self, fed: Fed) -> Flow {
+        // Room in the buffer is the common case: no timer for it.
+        let fed = match self.sender.try_send(fed) {
+            Ok(()) => return Flow::Go,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Flow::Stop,
+            Err(mpsc::error::TrySendError::Full(fed)) => fed,
+        };
         match tokio::time::timeout(self.stall, self.sender.send(fed)).await {
             Ok(Ok(())) => Flow::Go,
             Ok(Err(_)) => Flow::Stop,
@@ -219,11 +225,15 @@ async fn catch_up(app: &Arc<App>, cursor: &mut Cursor, out: &Out) -> Flow {
 /// ends (`Stop`).
 async fn follow(app: &Arc<App>, cursor: &mut Cursor, live: &mut broadcast::Receiver<Arc<Batch>>, out: &Out) -> Flow {
     let mut stopping = app.stopping.clone();
+    // Made once: registering these anew for every batch costs as much as the batch.
+    let closed = out.sender.closed();
+    let stop = async { drop(stopping.wait_for(|s| *s).await) };
+    tokio::pin!(closed, stop);
     loop {
         let batch = tokio::select! {
             batch = live.recv() => batch,
-            () = out.sender.closed() => return Flow::Stop,
-            _ = stopping.wait_for(|s| *s) => return Flow::Stop,
+            () = &mut closed => return Flow::Stop,
+            () = &mut stop => return Flow::Stop,
         };
         // Lagged behind the broadcast, or the tail ended: read the log again.
         let Ok(batch) = batch else { return Flow::Go };
@@ -246,7 +256,7 @@ pub(crate) struct Frames {
     receiver: mpsc::Receiver<Fed>,
     overflowed: Arc<AtomicBool>,
     /// The token after the last event handed out.
-    last: String,
+    last: Arc<str>,
     /// Sent first: how long a browser waits before it reconnects.
     retry: Option<Duration>,
     ended: bool,
@@ -272,7 +282,7 @@ impl Frames {
         }
         let frame = match std::task::ready!(self.receiver.poll_recv(cx)) {
             Some(Fed::Event { data, token }) => {
-                self.last.replace_range(.., &token);
+                self.last = Arc::clone(&token);
                 Frame::Event { data, token }
             }
             Some(Fed::Gap { partition, from, to }) => Frame::Gap { partition, from, to },
@@ -285,7 +295,7 @@ impl Frames {
                 if !self.overflowed.load(Ordering::SeqCst) {
                     return Poll::Ready(None);
                 }
-                Frame::Resync(self.last.clone())
+                Frame::Resync(self.last.to_string())
             }
         };
         Poll::Ready(Some(frame))
