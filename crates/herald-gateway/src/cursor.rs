@@ -115,7 +115,9 @@ impl Cursor {
             let log = broker.partition(topic, partition).ok_or_else(|| Problem::not_found("partition gone"))?;
             let log = log.log();
             let start = log.log_start_offset() as i64;
+            // A partition the filter leaves out is never read: no time lookup for it.
             let at = match from {
+                _ if !filter.reads(partition) => start,
                 From::Earliest => start,
                 From::Latest => log.high_watermark() as i64,
                 From::Token(_) => given.get(&partition).copied().unwrap_or(start),

@@ -30,9 +30,17 @@ pub(crate) struct Lag {
 
 /// Every group: live ones and those that only hold committed offsets.
 pub(crate) fn group_ids(broker: &Broker) -> BTreeSet<String> {
-    let mut ids: BTreeSet<String> = broker.groups().list().into_iter().map(|g| g.group_id).collect();
-    ids.extend(broker.groups().offsets().groups());
-    ids
+    group_states(broker).into_keys().collect()
+}
+
+/// Every group with its state (a group that only holds offsets is `Empty`).
+fn group_states(broker: &Broker) -> std::collections::BTreeMap<String, String> {
+    let mut groups: std::collections::BTreeMap<String, String> =
+        broker.groups().list().into_iter().map(|g| (g.group_id, format!("{:?}", g.state))).collect();
+    for id in broker.groups().offsets().groups() {
+        groups.entry(id).or_insert_with(|| "Empty".to_string());
+    }
+    groups
 }
 
 /// `group`'s lag on each partition it committed (blocking: reads a record per lagging
@@ -67,14 +75,9 @@ fn oldest_age_seconds(broker: &Broker, topic: &str, partition: i32, offset: i64,
 }
 
 pub(crate) async fn list(_: Read, State(app): State<Arc<App>>) -> Response {
-    let live: std::collections::BTreeMap<String, String> =
-        app.broker.groups().list().into_iter().map(|g| (g.group_id, format!("{:?}", g.state))).collect();
-    let groups: Vec<_> = group_ids(&app.broker)
+    let groups: Vec<_> = group_states(&app.broker)
         .into_iter()
-        .map(|id| {
-            let state = live.get(&id).cloned().unwrap_or_else(|| "Empty".to_string());
-            serde_json::json!({ "groupId": id, "state": state })
-        })
+        .map(|(id, state)| serde_json::json!({ "groupId": id, "state": state }))
         .collect();
     axum::Json(serde_json::json!({ "groups": groups })).into_response()
 }

@@ -142,3 +142,21 @@ async fn a_stalled_client_gets_resync_and_resumes_without_a_gap() {
     assert_eq!(offsets, (0..RECORDS as i64).collect::<Vec<_>>(), "no gap, no duplicate");
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_removed_before_a_stream_reached_them_come_as_a_gap() {
+    let served = Served::start(GatewayConfig::default()).await;
+    served.broker().create_topic("gap", Some(1), BTreeMap::new(), false).expect("topic");
+    produce(served.http, "gap", (0..10).map(|n| serde_json::json!({ "value": n })).collect()).await;
+    let log = served.broker().partition("gap", 0).expect("partition");
+    log.log().delete_records_before(5).expect("delete records");
+    let mut stream = Stream::open(served.http, "/api/v1/topics/gap/events", &[("last-event-id", "0:2")]).await;
+    let gap = stream.next(Duration::from_secs(5)).await.expect("a gap event");
+    assert_eq!(gap.event.as_deref(), Some("gap"));
+    let gap: serde_json::Value = serde_json::from_str(&gap.data).expect("json");
+    assert_eq!(gap, serde_json::json!({ "partition": 0, "from": 2, "to": 5 }));
+    let next = stream.next(Duration::from_secs(5)).await.expect("the records after it");
+    let message: serde_json::Value = serde_json::from_str(&next.data).expect("json");
+    assert_eq!((message["offset"].as_i64(), next.id.as_deref()), (Some(5), Some("0:6")));
+    served.stop().await;
+}
