@@ -1,14 +1,15 @@
 //! `herald dlq list|redrive`: dead letters written by the consumer runtime
 //! (`<topic>.dlq`, with `dlq-*` headers saying where each came from and why), shown, and sent
-//! back to their original topic. A redrive counts itself in the `herald-redrive-count`
-//! header (which the runtime keeps when a record fails again) and refuses a record that has
-//! been redriven `--max-redrives` times, so a poison record cannot loop forever.
+//! back to their original topic over the Kafka protocol. What to send, the loop guard and
+//! the rate are decided by `herald_dlq::Redrive`, the same decisions the gateway's
+//! `/dead-letters/redrive` makes in the broker's process; this file reads and sends.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use herald::consumer::raw_headers;
+use herald_dlq::{DeadLetter, RedriveOptions, Step, dlq_topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
@@ -17,9 +18,6 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::cluster::{ClusterArgs, print_table};
-
-/// The header a redrive adds (not `dlq-*`: the runtime strips those when it dead-letters).
-const REDRIVE_COUNT: &str = "herald-redrive-count";
 
 /// `herald dlq ...`.
 #[derive(Debug, clap::Args)]
@@ -52,11 +50,11 @@ enum DlqCommand {
         #[arg(long)]
         key: Option<String>,
         /// Refuse records already redriven this many times.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = herald_dlq::DEFAULT_MAX_REDRIVES)]
         max_redrives: u32,
         /// The group that records how far redrives got, so a second run does not send
         /// the same records again.
-        #[arg(long, default_value = "herald-dlq-redrive")]
+        #[arg(long, default_value = herald_dlq::DEFAULT_PROGRESS_GROUP)]
         group: String,
     },
 }
@@ -68,21 +66,10 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<()> {
         DlqCommand::Redrive { topic, dry_run, rate, key, max_redrives, group } => {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-            let options = Redrive { dry_run, rate, key, max_redrives, group };
-            runtime.block_on(redrive(cluster, &dlq_topic(&topic), &options))
+            let options = RedriveOptions { dry_run, rate, key: key.map(String::into_bytes), max_redrives };
+            runtime.block_on(redrive(cluster, &dlq_topic(&topic), options, &group))
         }
     }
-}
-
-fn dlq_topic(topic: &str) -> String {
-    if topic.ends_with(".dlq") { topic.to_string() } else { format!("{topic}.dlq") }
-}
-
-fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
-    raw_headers(message)
-        .find(|(n, _)| *n == name.as_bytes())
-        .and_then(|(_, v)| v)
-        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Reads every record of `topic` present now, from each partition's start (the beginning,
@@ -171,20 +158,21 @@ fn list(cluster: &ClusterArgs, topic: &str) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", cluster.brokers))?;
     let mut rows = Vec::new();
     read_all(cluster, &consumer, topic, false, |m| {
-        let h = |name| header(m, name).unwrap_or("").to_string();
+        let letter = DeadLetter::from_headers(raw_headers(m));
+        let h = |field: Option<String>| field.unwrap_or_default();
         rows.push(json!({
             "partition": m.partition(),
             "offset": m.offset(),
             "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            "original_topic": h("dlq-original-topic"),
-            "original_partition": h("dlq-original-partition"),
-            "original_offset": h("dlq-original-offset"),
-            "error_class": h("dlq-error-class"),
-            "error_message": h("dlq-error-message"),
-            "attempts": h("dlq-attempts"),
-            "failed_at": h("dlq-failed-at"),
-            "group": h("dlq-consumer-group"),
-            "redrives": header(m, REDRIVE_COUNT).unwrap_or("0"),
+            "original_topic": h(letter.original_topic),
+            "original_partition": h(letter.original_partition),
+            "original_offset": h(letter.original_offset),
+            "error_class": h(letter.error_class),
+            "error_message": h(letter.error_message),
+            "attempts": h(letter.attempts),
+            "failed_at": h(letter.failed_at),
+            "group": h(letter.group),
+            "redrives": letter.redrives.to_string(),
         }));
         Ok(())
     })?;
@@ -223,26 +211,10 @@ fn list(cluster: &ClusterArgs, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Redrive {
-    dry_run: bool,
-    rate: u64,
-    key: Option<String>,
-    max_redrives: u32,
-    group: String,
-}
-
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    refused: u64,
-    filtered: u64,
-    not_dead_letters: u64,
-}
-
-async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyhow::Result<()> {
+async fn redrive(cluster: &ClusterArgs, topic: &str, options: RedriveOptions, group: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = cluster
         .client_config()
-        .set("group.id", &options.group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
@@ -255,52 +227,28 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
         .set("partitioner", "murmur2_random")
         .create()
         .context("creating a producer")?;
-    let mut tally = Tally::default();
+    let mut decisions = herald_dlq::Redrive::new(options, Instant::now());
     let mut plan = Vec::new();
-    let mut progress: BTreeMap<i32, i64> = BTreeMap::new(); // partition -> next offset
-    let started = Instant::now();
     let mut pending = Vec::new();
     // From where the group got to (or the beginning), so a second run sends nothing twice.
     let read = read_all(cluster, &consumer, topic, true, |m| {
-        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        if options.key.as_ref().is_some_and(|wanted| key.as_ref() != Some(wanted)) {
-            tally.filtered += 1;
-            return Ok(());
-        }
-        let Some(original) = header(m, "dlq-original-topic").map(str::to_string) else {
-            tally.not_dead_letters += 1;
-            return Ok(());
+        let headers: Vec<_> = raw_headers(m).collect();
+        let resend = match decisions.offer(m.partition(), m.offset(), m.key(), &headers) {
+            Step::Send(resend) => resend,
+            Step::WouldSend { to, redrive } => {
+                let key = m.key().map_or_else(|| "-".into(), |k| String::from_utf8_lossy(k).into_owned());
+                plan.push(vec![format!("{}/{}", m.partition(), m.offset()), key, to, redrive.to_string()]);
+                return Ok(());
+            }
+            Step::Refused | Step::Filtered | Step::NotDeadLetter => return Ok(()),
         };
-        let redrives: u32 = header(m, REDRIVE_COUNT).and_then(|v| v.parse().ok()).unwrap_or(0);
-        if redrives >= options.max_redrives {
-            tally.refused += 1;
-            return Ok(());
-        }
-        plan.push(vec![
-            format!("{}/{}", m.partition(), m.offset()),
-            key.clone().unwrap_or_else(|| "-".into()),
-            original.clone(),
-            (redrives + 1).to_string(),
-        ]);
-        if options.dry_run {
-            tally.sent += 1;
-            return Ok(());
-        }
-        if options.rate > 0 {
-            let due = started + Duration::from_secs_f64(tally.sent as f64 / options.rate as f64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
+        std::thread::sleep(resend.at.saturating_duration_since(Instant::now()));
         let mut headers = OwnedHeaders::new();
         // Names that are not UTF-8 go out with U+FFFD (rdkafka takes `&str`), values intact.
-        for (name, value) in raw_headers(m) {
-            let name = String::from_utf8_lossy(name);
-            if !name.starts_with("dlq-") && name != REDRIVE_COUNT {
-                headers = headers.insert(Header { key: &name, value });
-            }
+        for (name, value) in &resend.headers {
+            headers = headers.insert(Header { key: &String::from_utf8_lossy(name), value: value.as_deref() });
         }
-        let count = (redrives + 1).to_string();
-        headers = headers.insert(Header { key: REDRIVE_COUNT, value: Some(count.as_str()) });
-        let mut record = FutureRecord::to(&original).headers(headers);
+        let mut record = FutureRecord::to(&resend.to).headers(headers);
         if let Some(payload) = m.payload() {
             record = record.payload(payload);
         }
@@ -308,10 +256,8 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
             record = record.key(k);
         }
         let delivery =
-            producer.send_result(record).map_err(|(error, _)| anyhow::anyhow!("sending to {original}: {error}"))?;
-        pending.push((original, delivery));
-        tally.sent += 1;
-        progress.insert(m.partition(), m.offset() + 1);
+            producer.send_result(record).map_err(|(error, _)| anyhow::anyhow!("sending to {}: {error}", resend.to))?;
+        pending.push((resend.to, delivery));
         Ok(())
     });
     // Whatever was handed over is waited for, even if reading stopped early; progress is
@@ -323,19 +269,20 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
             Err(_) => bail!("sending to {original}: the producer went away; progress not recorded"),
         }
     }
-    let recorded = !options.dry_run && options.key.is_none() && !progress.is_empty();
-    if recorded {
+    let recorded = decisions.progress().is_some();
+    if let Some(progress) = decisions.progress() {
         let mut list = TopicPartitionList::new();
-        for (partition, next) in &progress {
+        for (partition, next) in progress {
             list.add_partition_offset(topic, *partition, Offset::Offset(*next)).context("recording progress")?;
         }
         consumer.commit(&list, CommitMode::Sync).context("recording the redrive's progress")?;
     }
     read?;
+    let (tally, options) = (decisions.tally(), decisions.options());
     if cluster.json {
         println!(
             "{}",
-            json!({"topic": topic, "dry_run": options.dry_run, "redriven": tally.sent, "refused_loop_guard": tally.refused,
+            json!({"topic": topic, "dry_run": options.dry_run, "redriven": tally.redriven, "refused_loop_guard": tally.refused,
                    "filtered": tally.filtered, "not_dead_letters": tally.not_dead_letters, "progress_recorded": recorded})
         );
         return Ok(());
@@ -346,12 +293,12 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: &Redrive) -> anyho
     eprintln!(
         "{}{} redriven, {} refused at the loop guard ({} redrives), {} filtered out, {} without dlq-original-topic{}",
         if options.dry_run { "dry run: would be " } else { "" },
-        tally.sent,
+        tally.redriven,
         tally.refused,
         options.max_redrives,
         tally.filtered,
         tally.not_dead_letters,
-        if recorded { format!("; progress recorded for group {}", options.group) } else { String::new() },
+        if recorded { format!("; progress recorded for group {group}") } else { String::new() },
     );
     Ok(())
 }

@@ -161,19 +161,15 @@ async fn groups_show_lag_and_reset_offsets_only_when_executed_and_stopped() {
     assert_eq!(failure(&herald(&b, &["groups", "describe", "g"], "")), "herald: group g does not exist");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
+/// Dead letters `numbers` of `orders` as the consumer runtime writes them (key
+/// `order-<n % 2>`, value `{"n":<n>}`); number 4 was already redriven three times.
+async fn write_dead_letters(brokers: &str, numbers: std::ops::Range<u32>) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    let broker = TestBroker::start().await;
-    let b = broker.bootstrap();
-    ok(&herald(&b, &["topics", "create", "orders"], ""));
     let producer: FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &b).create().expect("producer");
-    // Five dead letters as the consumer runtime writes them; the last one was already
-    // redriven three times.
-    for n in 0..5u32 {
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for n in numbers {
         let redrives = if n == 4 { "3" } else { "0" };
         let headers = OwnedHeaders::new()
             .insert(Header { key: "event-type", value: Some("order.placed") })
@@ -188,6 +184,14 @@ async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
         let record = FutureRecord::to("orders.dlq").key(&key).payload(&payload).headers(headers);
         producer.send(record, std::time::Duration::from_secs(10)).await.expect("dead letter written");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    ok(&herald(&b, &["topics", "create", "orders"], ""));
+    write_dead_letters(&b, 0..5).await;
     let listed = json(&ok(&herald(&b, &["dlq", "list", "orders", "--json"], "")));
     assert_eq!(listed.as_array().map(Vec::len), Some(5));
     assert_eq!(listed[0]["error_class"], "permanent");
@@ -219,6 +223,87 @@ async fn dead_letters_are_listed_and_redriven_once_with_a_loop_guard() {
     assert!(headers.iter().all(|h| !h.contains("dlq-")), "dlq headers are dropped: {headers:?}");
     assert!(record["headers"].as_array().expect("headers").contains(&serde_json::json!(["herald-redrive-count", "1"])));
     assert!(headers.contains(&"\"event-type\"".to_string()), "the event's own headers stay: {headers:?}");
+}
+
+/// `method path` with a JSON `body` against the gateway at `http`: (status, JSON body).
+fn http(http: std::net::SocketAddr, method: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::Read as _;
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(http).expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    let status = reply.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_cli_redrives_share_one_progress() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let config = herald_gateway::GatewayConfig::default().listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let gateway = herald_gateway::RunningGateway::start(config, std::sync::Arc::clone(broker.running().broker()))
+        .await
+        .expect("gateway");
+    let at = gateway.local_addr();
+    ok(&herald(&b, &["topics", "create", "orders"], ""));
+    write_dead_letters(&b, 0..5).await;
+    let run = |method: &'static str, path: &'static str, body: serde_json::Value| {
+        tokio::task::spawn_blocking(move || http(at, method, path, &body))
+    };
+    let none = serde_json::Value::Null;
+
+    let (status, page) = run("GET", "/api/v1/topics/orders/dead-letters?limit=3", none.clone()).await.expect("page");
+    assert_eq!((status, page["deadLetters"].as_array().map(Vec::len)), (200, Some(3)), "{page}");
+    let first = &page["deadLetters"][0];
+    assert_eq!(
+        (first["deadLetter"]["errorClass"].as_str(), first["value"]["n"].as_i64()),
+        (Some("permanent"), Some(0))
+    );
+    let path = "/api/v1/topics/orders/dead-letters/redrive";
+    let (_, dry) = run("POST", path, serde_json::json!({})).await.expect("dry run");
+    assert_eq!(
+        (dry["dryRun"].as_bool(), dry["redriven"].as_i64(), dry["refusedLoopGuard"].as_i64()),
+        (Some(true), Some(4), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(dry["plan"].as_array().map(Vec::len), Some(4), "{dry}");
+    let (status, done) = run("POST", path, serde_json::json!({ "dryRun": false, "rate": 200 })).await.expect("redrive");
+    assert_eq!(
+        (status, done["redriven"].as_i64(), done["progressRecorded"].as_bool()),
+        (200, Some(4), Some(true)),
+        "{done}"
+    );
+
+    // The CLI starts where HTTP stopped, and the other way round.
+    let cli = json(&ok(&herald(&b, &["dlq", "redrive", "orders", "--json"], "")));
+    assert_eq!(cli["redriven"].as_i64(), Some(0), "{cli}");
+    write_dead_letters(&b, 5..7).await;
+    let cli = json(&ok(&herald(&b, &["dlq", "redrive", "orders", "--json"], "")));
+    assert_eq!(cli["redriven"].as_i64(), Some(2), "{cli}");
+    let (_, again) = run("POST", path, serde_json::json!({ "dryRun": false })).await.expect("redrive");
+    assert_eq!(again["redriven"].as_i64(), Some(0), "{again}");
+
+    let (_, back) =
+        run("GET", "/api/v1/topics/orders/partitions/0/messages?limit=1000", none.clone()).await.expect("read");
+    let back = back["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(back.len(), 6, "4 over HTTP, 2 by the CLI");
+    for record in &back {
+        let headers = record["headers"].as_object().expect("headers");
+        assert!(headers.keys().all(|name| !name.starts_with("dlq-")), "{record}");
+        assert_eq!(
+            (headers["herald-redrive-count"].as_str(), headers["event-type"].as_str()),
+            (Some("1"), Some("order.placed"))
+        );
+    }
+    let (status, topics) = run("GET", "/api/v1/dead-letters", none).await.expect("topics");
+    assert_eq!((status, &topics["deadLetterTopics"][0]["depth"]), (200, &serde_json::json!(7)), "{topics}");
+    gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 mod auth;
 mod config;
 mod cursor;
+mod dead_letters;
 mod error;
 mod groups;
 mod messages;

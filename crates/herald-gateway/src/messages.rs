@@ -122,10 +122,7 @@ pub(crate) async fn publish(app: &App, topic: String, records: Vec<ProduceRecord
                 return Err(Problem::bad_request(format!("record {i}: topic {topic:?} has no partition {p}")));
             }
             (Some(p), _) => p,
-            (None, Some(key)) => records::partition_for_key(key.as_bytes(), meta.partitions),
-            (None, None) => {
-                (app.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(meta.partitions.max(1))) as i32
-            }
+            (None, key) => partition_of(app, key.as_deref().map(str::as_bytes), meta.partitions),
         };
         by_partition.entry(partition).or_default().push((i, outgoing(i, record)?));
     }
@@ -133,6 +130,15 @@ pub(crate) async fn publish(app: &App, topic: String, records: Vec<ProduceRecord
     let offsets = blocking(move || append_all(&broker, &topic, by_partition)).await?;
     app.broker.notify_data();
     Ok(offsets)
+}
+
+/// Where a record without a partition goes: its key's partition as Kafka clients pick it,
+/// or round robin without a key.
+pub(crate) fn partition_of(app: &App, key: Option<&[u8]>, partitions: u32) -> i32 {
+    match key {
+        Some(key) => records::partition_for_key(key, partitions),
+        None => (app.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions.max(1))) as i32,
+    }
 }
 
 fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
@@ -158,7 +164,7 @@ fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
 /// Appends each partition's records as one batch, then waits for the fsync that covers
 /// them when the broker acknowledges after fsyncs. Returns each record's (partition,
 /// offset) in request order.
-fn append_all(
+pub(crate) fn append_all(
     broker: &herald_broker::internals::Broker,
     topic: &str,
     by_partition: BTreeMap<i32, Vec<(usize, Outgoing)>>,

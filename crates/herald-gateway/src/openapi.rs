@@ -37,6 +37,13 @@ pub(crate) async fn document() -> Response {
             "/api/v1/topics/{topic}/events": {
                 "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>; ?key=, ?type=, ?partition=", "read")
             },
+            "/api/v1/dead-letters": { "get": op("Dead-letter topics with their origin and depth", "read") },
+            "/api/v1/topics/{topic}/dead-letters": {
+                "get": op("A page of dead letters (topic or topic.dlq) with origin and error; ?from=earliest|<token>, ?limit=, ?key=", "read")
+            },
+            "/api/v1/topics/{topic}/dead-letters/redrive": {
+                "post": op("Send dead letters back {dryRun (default true), rate, key, maxRedrives, group}; progress shared with `herald dlq redrive`", "admin")
+            },
             "/api/v1/groups": { "get": op("List consumer groups", "read") },
             "/api/v1/groups/{group}/offsets": {
                 "post": op("Move a stopped group's offsets on a topic {topic, partitions?, to: earliest|latest|{offset}|{time}, dryRun (default true)}", "admin")

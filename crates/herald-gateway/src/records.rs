@@ -37,21 +37,28 @@ impl Message {
 /// Decodes the batches of a log read, keeping records at or after `from` (control
 /// records left out); also returns the offset after the last record read.
 pub(crate) fn decode(partition: i32, bytes: Vec<u8>, from: i64) -> Result<(Vec<Message>, i64), String> {
+    let (records, next) = decode_raw(bytes, from)?;
+    Ok((records.into_iter().map(|r| message(partition, r)).collect(), next))
+}
+
+/// [`decode`] with the records' bytes as stored (for sending them on unchanged).
+pub(crate) fn decode_raw(bytes: Vec<u8>, from: i64) -> Result<(Vec<Record>, i64), String> {
     let mut bytes = Bytes::from(bytes);
-    let (mut messages, mut next) = (Vec::new(), from);
+    let (mut records, mut next) = (Vec::new(), from);
     while !bytes.is_empty() {
         let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("an undecodable batch: {e}"))?;
         for record in set.records.into_iter().filter(|r| r.offset >= from) {
             next = next.max(record.offset + 1);
             if !record.control {
-                messages.push(message(partition, record));
+                records.push(record);
             }
         }
     }
-    Ok((messages, next))
+    Ok((records, next))
 }
 
-fn message(partition: i32, record: Record) -> Message {
+/// A record as the gateway shows it.
+pub(crate) fn message(partition: i32, record: Record) -> Message {
     let headers = record
         .headers
         .into_iter()

@@ -102,12 +102,23 @@ fn plan(broker: &Broker, group: &str, reset: &Reset) -> Result<Vec<Move>, Proble
 
 /// Commits the moves and waits until they are durable.
 fn apply(broker: &Broker, group: &str, topic: &str, moves: &[Move]) -> Result<(), Problem> {
+    commit(broker, group, topic, moves.iter().map(|m| (m.partition, m.new)))
+}
+
+/// Commits `group`'s `offsets` (partition, next offset) on `topic` and waits until they
+/// are durable.
+pub(crate) fn commit(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    offsets: impl IntoIterator<Item = (i32, i64)>,
+) -> Result<(), Problem> {
     let now = now_ms();
-    let entries = moves
-        .iter()
-        .map(|m| {
-            let committed = Committed { offset: m.new, leader_epoch: -1, metadata: String::new(), commit_ms: now };
-            (topic.to_string(), m.partition, committed)
+    let entries = offsets
+        .into_iter()
+        .map(|(partition, offset)| {
+            let committed = Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now };
+            (topic.to_string(), partition, committed)
         })
         .collect();
     let offsets = broker.groups().offsets();

@@ -16,7 +16,7 @@ use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::problem::Problem;
 use crate::tail::Tails;
-use crate::{auth, groups, messages, metrics, openapi, reset, sse, topics, ws};
+use crate::{auth, dead_letters, groups, messages, metrics, openapi, reset, sse, topics, ws};
 
 /// How long a shutdown waits for requests in flight (streams end at once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -53,6 +53,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/v1/topics/{topic}/messages", axum::routing::post(messages::produce))
         .route("/api/v1/topics/{topic}/events", get(sse::events))
         .route("/api/v1/ws", get(ws::socket))
+        .route("/api/v1/dead-letters", get(dead_letters::topics))
+        .route("/api/v1/topics/{topic}/dead-letters", get(dead_letters::page))
+        .route("/api/v1/topics/{topic}/dead-letters/redrive", axum::routing::post(dead_letters::redrive))
         .route("/api/v1/groups", get(groups::list))
         .route("/api/v1/groups/{group}", get(groups::describe).delete(groups::delete))
         .route("/api/v1/groups/{group}/offsets", axum::routing::post(reset::reset))

@@ -20,18 +20,9 @@ pub(crate) struct Failure {
     pub(crate) attempts: u32,
 }
 
-/// The headers a dead letter carries besides the original ones.
-pub const DLQ_HEADERS: [&str; 9] = [
-    "dlq-original-topic",
-    "dlq-original-partition",
-    "dlq-original-offset",
-    "dlq-original-key",
-    "dlq-error-class",
-    "dlq-error-message",
-    "dlq-attempts",
-    "dlq-failed-at",
-    "dlq-consumer-group",
-];
+/// The headers a dead letter carries besides the original ones (the convention lives in
+/// `herald-dlq`, shared with `herald dlq` and the gateway).
+pub use herald_dlq::DLQ_HEADERS;
 
 /// Copies `message` to `<topic>.dlq` and returns once the broker acknowledged it,
 /// retrying with backoff for as long as it takes: the source offset must not be committed
@@ -43,7 +34,8 @@ pub(crate) async fn dead_letter(
     retry: &RetryPolicy,
     producer: &FutureProducer,
 ) {
-    let topic = format!("{}.dlq", message.topic());
+    // Always appended: a dead-letter topic's own failures go to `<topic>.dlq.dlq`, not back.
+    let topic = format!("{}{}", message.topic(), herald_dlq::DLQ_SUFFIX);
     let (partition, offset, attempts) =
         (message.partition().to_string(), message.offset().to_string(), failure.attempts.to_string());
     let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
@@ -51,7 +43,7 @@ pub(crate) async fn dead_letter(
     let mut headers = OwnedHeaders::new();
     // rdkafka takes names as `&str`: one that is not UTF-8 goes out with U+FFFD in place of
     // the bad bytes (its value intact) rather than not at all.
-    for (key, value) in message.headers().filter(|(name, _)| !name.starts_with("dlq-")) {
+    for (key, value) in message.headers().filter(|(name, _)| !name.starts_with(herald_dlq::DLQ_HEADER_PREFIX)) {
         headers = headers.insert(Header { key: &key, value });
     }
     let values = [
