@@ -18,6 +18,7 @@ mod api;
 mod broker;
 mod config;
 mod error;
+mod error_codes;
 mod group;
 mod new_records;
 mod partition;

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::api;
 use crate::broker::Broker;
+use crate::error_codes::ErrorCodes;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
 pub(crate) const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
@@ -144,7 +145,14 @@ pub struct Call {
 
 impl Call {
     /// Encodes `response` as the answer to this call.
-    pub(crate) fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Result<Bytes, FrameError> {
+    /// Its error codes are counted in `herald_kafka_errors_total`.
+    pub(crate) fn respond<R: Encodable + HeaderVersion + ErrorCodes>(&self, response: &R) -> Result<Bytes, FrameError> {
+        response.error_codes(&mut |code| {
+            if code != 0 {
+                let (api, error_code) = (api_name(self.api as i16), code.to_string());
+                metrics::counter!("herald_kafka_errors_total", "api" => api, "error_code" => error_code).increment(1);
+            }
+        });
         encode_response(self.api, self.correlation_id, self.version, response)
     }
 }

@@ -140,6 +140,12 @@ async fn metrics_are_prometheus_text_and_lag_matches_the_group_view() {
     tokio::io::AsyncWriteExt::write_all(&mut kafka, &request).await.expect("send");
     let mut length = [0u8; 4];
     tokio::io::AsyncReadExt::read_exact(&mut kafka, &mut length).await.expect("answer");
+    let mut answer = vec![0u8; u32::from_be_bytes(length) as usize];
+    tokio::io::AsyncReadExt::read_exact(&mut kafka, &mut answer).await.expect("answer");
+    // And one refused: DeleteGroups v0 of a group that does not exist (GROUP_ID_NOT_FOUND, 69).
+    let request = [0u8, 0, 0, 21, 0, 42, 0, 0, 0, 0, 0, 2, 0, 1, b't', 0, 0, 0, 1, 0, 4, b'n', b'o', b'p', b'e'];
+    tokio::io::AsyncWriteExt::write_all(&mut kafka, &request).await.expect("send");
+    tokio::io::AsyncReadExt::read_exact(&mut kafka, &mut length).await.expect("answer");
     let reply = call(served.http, "GET", "/metrics", &[], None).await;
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body).expect("utf-8");
@@ -176,6 +182,9 @@ async fn metrics_are_prometheus_text_and_lag_matches_the_group_view() {
     assert!(api_versions >= 1.0, "{api_versions}");
     assert!(sample(&text, "herald_kafka_connections").expect("the connection gauge") >= 1.0);
     assert!(text.contains("herald_kafka_request_seconds_bucket{api=\"ApiVersions\""), "request latency histogram");
+    let refused = "herald_kafka_errors_total{api=\"DeleteGroups\",error_code=\"69\"}";
+    assert_eq!(sample(&text, refused), Some(1.0), "errors by API and code");
+    assert!(sample(&text, "herald_log_fsync_seconds_count").is_some_and(|n| n >= 1.0), "fsync latency");
     assert_eq!(call(served.http, "GET", "/healthz", &[], None).await.status, 200);
     assert_eq!(call(served.http, "GET", "/readyz", &[], None).await.status, 200);
     let openapi = call(served.http, "GET", "/api/v1/openapi.json", &[], None).await.json();
