@@ -1,7 +1,7 @@
 //! `herald dlq list|redrive`: dead letters written by the consumer runtime
 //! (`<topic>.dlq`, with `dlq-*` headers saying where each came from and why), shown, and sent
 //! back to their original topic over the Kafka protocol. What to send, the loop guard and
-//! the rate are decided by `herald_dlq::Redrive`, the same decisions the gateway's
+//! the rate are decided by `herald_common::dlq::Redrive`, the same decisions the gateway's
 //! `/dead-letters/redrive` makes in the broker's process; this file reads and sends.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use herald::consumer::raw_headers;
-use herald_dlq::{DeadLetter, RedriveOptions, Step, dlq_topic};
+use herald_common::dlq::{DeadLetter, RedriveOptions, Step, dlq_topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
@@ -50,11 +50,11 @@ enum DlqCommand {
         #[arg(long)]
         key: Option<String>,
         /// Refuse records already redriven this many times.
-        #[arg(long, default_value_t = herald_dlq::DEFAULT_MAX_REDRIVES)]
+        #[arg(long, default_value_t = herald_common::dlq::DEFAULT_MAX_REDRIVES)]
         max_redrives: u32,
         /// The group that records how far redrives got, so a second run does not send
         /// the same records again.
-        #[arg(long, default_value = herald_dlq::DEFAULT_PROGRESS_GROUP)]
+        #[arg(long, default_value = herald_common::dlq::DEFAULT_PROGRESS_GROUP)]
         group: String,
     },
 }
@@ -227,7 +227,7 @@ async fn redrive(cluster: &ClusterArgs, topic: &str, options: RedriveOptions, gr
         .set("partitioner", "murmur2_random")
         .create()
         .context("creating a producer")?;
-    let mut decisions = herald_dlq::Redrive::new(options, Instant::now());
+    let mut decisions = herald_common::dlq::Redrive::new(options, Instant::now());
     let mut plan = Vec::new();
     let mut pending = Vec::new();
     // From where the group got to (or the beginning), so a second run sends nothing twice.

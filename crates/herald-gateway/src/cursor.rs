@@ -88,17 +88,24 @@ pub(crate) enum From {
 }
 
 impl From {
-    /// `earliest`, `latest`, a token, or a time in ms since the epoch.
+    /// `earliest`, `latest`, a token, or a time (ms since the epoch or RFC 3339).
     pub(crate) fn parse(text: &str) -> Result<Self, Problem> {
         match text {
             "earliest" => Ok(Self::Earliest),
             "latest" => Ok(Self::Latest),
             t if token::looks_like(t) => Ok(Self::Token(t.to_string())),
-            t => t.parse().map(Self::Time).map_err(|_| {
-                Problem::bad_request(format!("from={t:?}: use earliest, latest, a resume token or a time in ms"))
+            t => parse_time(t).map(Self::Time).map_err(|_| {
+                Problem::bad_request(format!(
+                    "from={t:?}: use earliest, latest, a resume token, or a time (ms since the epoch or RFC 3339 like 2026-11-30T10:00:00Z)"
+                ))
             }),
         }
     }
+}
+
+/// A time as ms since the epoch or RFC 3339 (`2026-11-30T10:00:00Z`, offsets allowed).
+pub(crate) fn parse_time(text: &str) -> Result<i64, Problem> {
+    text.parse().or_else(|_| herald_common::time::parse_rfc3339_ms(text)).map_err(Problem::bad_request)
 }
 
 impl Cursor {
@@ -228,4 +235,19 @@ impl Cursor {
 
 fn storage(error: LogError) -> Problem {
     Problem::internal(format!("reading the log: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_is_a_name_a_token_or_a_time_in_ms_or_rfc3339() {
+        assert_eq!(From::parse("earliest"), Ok(From::Earliest));
+        assert_eq!(From::parse("0:5,1:7"), Ok(From::Token("0:5,1:7".into())));
+        assert_eq!(From::parse("1796032800000"), Ok(From::Time(1_796_032_800_000)));
+        assert_eq!(From::parse("2026-11-30T10:00:00Z"), Ok(From::Time(1_796_032_800_000)));
+        assert_eq!(From::parse("2026-11-30T11:00:00+01:00"), Ok(From::Time(1_796_032_800_000)));
+        assert!(From::parse("yesterday").is_err_and(|p| p.detail.contains("RFC 3339")));
+    }
 }

@@ -1,7 +1,7 @@
 //! Dead letters over HTTP: `/api/v1/dead-letters` (the dead-letter topics and their
 //! depth), `/api/v1/topics/{topic}/dead-letters` (a page of one topic's dead letters with
 //! where each came from and why) and `.../dead-letters/redrive` (send them back). What a
-//! redrive sends, the loop guard and the rate are `herald_dlq::Redrive`'s decisions, the
+//! redrive sends, the loop guard and the rate are `herald_common::dlq::Redrive`'s decisions, the
 //! same `herald dlq redrive` makes; progress is kept in the same consumer group, so the
 //! CLI and HTTP redrives never send a record twice between them.
 
@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use herald_broker::internals::Broker;
-use herald_dlq::{DeadLetter, RawHeader, RedriveOptions, Step, Tally, dlq_topic, is_dlq_topic};
+use herald_common::dlq::{DeadLetter, RawHeader, RedriveOptions, Step, Tally, dlq_topic, is_dlq_topic};
 use herald_log::LogError;
 use kafka_protocol::records::Record;
 use serde::Deserialize;
@@ -45,7 +45,7 @@ pub(crate) async fn topics(_: Read, State(app): State<Arc<App>>) -> Response {
                 .iter()
                 .map(|p| p.high_watermark - p.log_start_offset)
                 .sum();
-            let origin = name.strip_suffix(herald_dlq::DLQ_SUFFIX).unwrap_or(&name).to_string();
+            let origin = name.strip_suffix(herald_common::dlq::DLQ_SUFFIX).unwrap_or(&name).to_string();
             json!({ "topic": name, "originTopic": origin, "partitions": meta.partitions, "depth": depth })
         })
         .collect();
@@ -160,7 +160,7 @@ pub(crate) async fn redrive(
     Json(request): Json<RedriveRequest>,
 ) -> Result<Response, Problem> {
     let topic = dlq_topic(&topic);
-    let group = request.group.unwrap_or_else(|| herald_dlq::DEFAULT_PROGRESS_GROUP.to_string());
+    let group = request.group.unwrap_or_else(|| herald_common::dlq::DEFAULT_PROGRESS_GROUP.to_string());
     if group.is_empty() || group.len() > GROUP_CHARS_MAX {
         return Err(Problem::bad_request(format!("group: 1 to {GROUP_CHARS_MAX} characters")));
     }
@@ -168,7 +168,7 @@ pub(crate) async fn redrive(
         dry_run: request.dry_run,
         rate: request.rate,
         key: request.key.map(String::into_bytes),
-        max_redrives: request.max_redrives.unwrap_or(herald_dlq::DEFAULT_MAX_REDRIVES),
+        max_redrives: request.max_redrives.unwrap_or(herald_common::dlq::DEFAULT_MAX_REDRIVES),
     };
     let dry_run = options.dry_run;
     let app2 = Arc::clone(&app);
@@ -189,7 +189,7 @@ pub(crate) async fn redrive(
 fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOptions) -> Result<Outcome, Problem> {
     let broker = &app.broker;
     let meta = broker.topic(topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
-    let mut decisions = herald_dlq::Redrive::new(options, Instant::now());
+    let mut decisions = herald_common::dlq::Redrive::new(options, Instant::now());
     let mut outcome = Outcome::default();
     let mut sending = Sending::default();
     let stopping: watch::Receiver<bool> = app.stopping.clone();

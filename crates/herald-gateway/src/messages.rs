@@ -15,7 +15,7 @@ use herald_broker::internals::now_ms;
 use serde::Deserialize;
 
 use crate::auth::{Read, Write};
-use crate::cursor::{Cursor, Filter, From, Item};
+use crate::cursor::{Cursor, Filter, From, Item, parse_time};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::records::{self, Outgoing};
 use crate::server::{App, blocking};
@@ -24,8 +24,8 @@ use crate::server::{App, blocking};
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
     offset: Option<i64>,
-    /// ms since the epoch.
-    time: Option<i64>,
+    /// ms since the epoch or RFC 3339.
+    time: Option<String>,
     limit: Option<usize>,
 }
 
@@ -45,7 +45,7 @@ pub(crate) async fn page(
         }
         let from = match (query.offset, query.time) {
             (Some(offset), _) => From::Token(format!("{partition}:{}", offset.max(0))),
-            (None, Some(ms)) => From::Time(ms),
+            (None, Some(time)) => From::Time(parse_time(&time)?),
             (None, None) => From::Earliest,
         };
         let filter = Filter { partitions: vec![partition], ..Filter::default() };

@@ -29,13 +29,13 @@ pub(crate) async fn document() -> Response {
                 "delete": op("Delete a topic", "admin")
             },
             "/api/v1/topics/{topic}/partitions/{partition}/messages": {
-                "get": op("A page of records from ?offset= or ?time= (ms), ?limit=", "read")
+                "get": op("A page of records from ?offset= or ?time= (ms or RFC 3339), ?limit=", "read")
             },
             "/api/v1/topics/{topic}/messages": {
                 "post": op("Produce one record or {records: [...]}: key, value, valueEncoding (json, text, base64), headers, partition", "write")
             },
             "/api/v1/topics/{topic}/events": {
-                "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>; ?key=, ?type=, ?partition=", "read")
+                "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>|<RFC 3339>; ?key=, ?type=, ?partition=", "read")
             },
             "/api/v1/dead-letters": { "get": op("Dead-letter topics with their origin and depth", "read") },
             "/api/v1/topics/{topic}/dead-letters": {

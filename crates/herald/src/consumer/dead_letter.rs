@@ -21,8 +21,8 @@ pub(crate) struct Failure {
 }
 
 /// The headers a dead letter carries besides the original ones (the convention lives in
-/// `herald-dlq`, shared with `herald dlq` and the gateway).
-pub use herald_dlq::DLQ_HEADERS;
+/// `herald-common`, shared with `herald dlq` and the gateway).
+pub use herald_common::dlq::DLQ_HEADERS;
 
 /// Copies `message` to `<topic>.dlq` and returns once the broker acknowledged it,
 /// retrying with backoff for as long as it takes: the source offset must not be committed
@@ -35,7 +35,7 @@ pub(crate) async fn dead_letter(
     producer: &FutureProducer,
 ) {
     // Always appended: a dead-letter topic's own failures go to `<topic>.dlq.dlq`, not back.
-    let topic = format!("{}{}", message.topic(), herald_dlq::DLQ_SUFFIX);
+    let topic = format!("{}{}", message.topic(), herald_common::dlq::DLQ_SUFFIX);
     let (partition, offset, attempts) =
         (message.partition().to_string(), message.offset().to_string(), failure.attempts.to_string());
     let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
@@ -43,7 +43,7 @@ pub(crate) async fn dead_letter(
     let mut headers = OwnedHeaders::new();
     // rdkafka takes names as `&str`: one that is not UTF-8 goes out with U+FFFD in place of
     // the bad bytes (its value intact) rather than not at all.
-    for (key, value) in message.headers().filter(|(name, _)| !name.starts_with(herald_dlq::DLQ_HEADER_PREFIX)) {
+    for (key, value) in message.headers().filter(|(name, _)| !name.starts_with(herald_common::dlq::DLQ_HEADER_PREFIX)) {
         headers = headers.insert(Header { key: &key, value });
     }
     let values = [

@@ -1,10 +1,10 @@
-//! herald-dlq is Herald's dead-letter convention in one place. The consumer runtime copies
+//! Herald's dead-letter convention in one place. The consumer runtime copies
 //! a record that failed for good to `<topic>.dlq` with `dlq-*` headers telling its story;
 //! `herald dlq` (over the Kafka protocol, on any cluster) and the HTTP gateway (in the
 //! broker's process) read those dead letters and send them back through the one
 //! [`Redrive`] here.
 //!
-//! It does no IO and has no dependencies: callers read records, hand each to
+//! It does no IO: callers read records, hand each to
 //! [`Redrive::offer`] with the time, and carry out the [`Step`] it returns (send, wait,
 //! skip). It refuses a record already redriven `max_redrives` times — the loop guard, kept
 //! in the `herald-redrive-count` header that the runtime leaves on a record that fails
@@ -40,7 +40,7 @@ pub const REDRIVE_COUNT: &str = "herald-redrive-count";
 pub const DEFAULT_MAX_REDRIVES: u32 = 3;
 
 /// The consumer group that records how far redrives of a topic got, unless told otherwise.
-pub const DEFAULT_PROGRESS_GROUP: &str = "herald-dlq-redrive";
+pub const DEFAULT_PROGRESS_GROUP: &str = "herald-common-redrive";
 
 /// The dead-letter topic of `topic` (`orders` and `orders.dlq` both give `orders.dlq`).
 pub fn dlq_topic(topic: &str) -> String {
