@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use herald_common::envelope::{Wrap, wrap};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -187,22 +188,7 @@ fn bounded_lines(mut input: impl std::io::BufRead, max: usize) -> impl Iterator<
 fn envelope(data: &[u8], event_type: &str, version: u32, source: &str) -> Result<(Vec<u8>, RecordHeaders), String> {
     let data: serde_json::Value =
         serde_json::from_slice(data).map_err(|error| format!("--envelope needs JSON data: {error}"))?;
-    let event_id = uuid::Uuid::now_v7();
-    let envelope = json!({
-        "eventId": event_id,
-        "eventType": event_type,
-        "eventVersion": format!("{version}.0.0"),
-        "timestamp": herald::time::rfc3339_now(),
-        "source": source,
-        "data": data,
-    });
-    let headers = vec![
-        ("event-type", event_type.to_string()),
-        ("event-version", version.to_string()),
-        ("content-type", "application/json".to_string()),
-        ("event-id", event_id.to_string()),
-    ];
-    Ok((envelope.to_string().into_bytes(), headers))
+    Ok(wrap(data, &Wrap { event_type, version, source, correlation_id: None }))
 }
 
 #[cfg(test)]

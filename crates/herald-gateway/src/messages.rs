@@ -12,6 +12,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use herald_broker::Durability;
 use herald_broker::internals::now_ms;
+use herald_common::envelope::Wrap;
 use serde::Deserialize;
 
 use crate::auth::{Read, Write};
@@ -70,7 +71,8 @@ pub(crate) async fn page(
 }
 
 /// A record to produce: `value` is sent as JSON text unless `valueEncoding` says
-/// `text` (a string sent as is) or `base64`.
+/// `text` (a string sent as is) or `base64`; with `envelope`, the JSON value is sent as
+/// the `data` of a standard envelope, with the event headers herald's publisher sets.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ProduceRecord {
@@ -81,6 +83,21 @@ pub(crate) struct ProduceRecord {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     partition: Option<i32>,
+    envelope: Option<EnvelopeOptions>,
+}
+
+/// How to wrap a record's value in the standard envelope.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct EnvelopeOptions {
+    /// `eventType`, e.g. `order.placed`.
+    #[serde(rename = "type")]
+    event_type: String,
+    /// The major version (`eventVersion` `<n>.0.0`); 1 when absent.
+    version: Option<u32>,
+    /// `source`; `herald-gateway` when absent.
+    source: Option<String>,
+    correlation_id: Option<String>,
 }
 
 /// One record or a batch.
@@ -141,7 +158,10 @@ pub(crate) fn partition_of(app: &App, key: Option<&[u8]>, partitions: u32) -> i3
     }
 }
 
-fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
+fn outgoing(i: usize, mut record: ProduceRecord) -> Result<Outgoing, Problem> {
+    if let Some(how) = record.envelope.take() {
+        return wrapped(i, record, &how);
+    }
     let value = match (record.value_encoding.as_deref(), record.value) {
         (_, serde_json::Value::Null) => None,
         (None | Some("json"), value) => Some(Bytes::from(value.to_string())),
@@ -159,6 +179,31 @@ fn outgoing(i: usize, record: ProduceRecord) -> Result<Outgoing, Problem> {
     };
     let headers = record.headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
     Ok(Outgoing { key: record.key.map(Bytes::from), value, headers })
+}
+
+/// `record`'s JSON value as the data of a fresh envelope; the envelope's headers are added
+/// to the record's own (and win over them).
+fn wrapped(i: usize, record: ProduceRecord, how: &EnvelopeOptions) -> Result<Outgoing, Problem> {
+    if record.value_encoding.as_deref().is_some_and(|e| e != "json") {
+        return Err(Problem::bad_request(format!(
+            "record {i}: an envelope wraps JSON data, not valueEncoding {:?}",
+            record.value_encoding
+        )));
+    }
+    if how.event_type.is_empty() {
+        return Err(Problem::bad_request(format!("record {i}: envelope.type is empty")));
+    }
+    let wrap = Wrap {
+        event_type: &how.event_type,
+        version: how.version.unwrap_or(1),
+        source: how.source.as_deref().unwrap_or("herald-gateway"),
+        correlation_id: how.correlation_id.as_deref(),
+    };
+    let (value, envelope_headers) = herald_common::envelope::wrap(record.value, &wrap);
+    let mut headers = record.headers;
+    headers.extend(envelope_headers.into_iter().map(|(name, value)| (name.to_string(), value)));
+    let headers = headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+    Ok(Outgoing { key: record.key.map(Bytes::from), value: Some(Bytes::from(value)), headers })
 }
 
 /// Appends each partition's records as one batch, then waits for the fsync that covers

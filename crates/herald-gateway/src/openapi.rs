@@ -32,7 +32,7 @@ pub(crate) async fn document() -> Response {
                 "get": op("A page of records from ?offset= or ?time= (ms or RFC 3339), ?limit=", "read")
             },
             "/api/v1/topics/{topic}/messages": {
-                "post": op("Produce one record or {records: [...]}: key, value, valueEncoding (json, text, base64), headers, partition", "write")
+                "post": op("Produce one record or {records: [...]}: key, value, valueEncoding (json, text, base64), headers, partition, envelope {type, version, source, correlationId}", "write")
             },
             "/api/v1/topics/{topic}/events": {
                 "get": op("Server-Sent Events; Last-Event-ID or ?from=earliest|latest|<token>|<ms>|<RFC 3339>; ?key=, ?type=, ?partition=", "read")

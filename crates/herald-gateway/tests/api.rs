@@ -23,6 +23,19 @@ async fn produced_over_http_reads_back_with_kcat() {
     );
     let placed = produce(served.http, "http.in", records.collect()).await;
     assert_eq!(placed.len(), 6);
+    // Wrapped in the standard envelope, with the publisher's headers.
+    let wrapped = serde_json::json!({ "key": "o1", "value": { "orderId": "o1" },
+        "envelope": { "type": "order.placed", "version": 2, "correlationId": "flow-1" } });
+    served.broker().create_topic("http.env", Some(1), BTreeMap::new(), false).expect("topic");
+    produce(served.http, "http.env", vec![wrapped]).await;
+    let page = call(served.http, "GET", "/api/v1/topics/http.env/partitions/0/messages", &[], None).await.json();
+    let (value, headers) = (&page["messages"][0]["value"], &page["messages"][0]["headers"]);
+    assert_eq!((value["eventType"].as_str(), value["eventVersion"].as_str()), (Some("order.placed"), Some("2.0.0")));
+    assert_eq!((value["data"]["orderId"].as_str(), value["source"].as_str()), (Some("o1"), Some("herald-gateway")));
+    assert_eq!(
+        (headers["event-id"].as_str(), headers["correlation-id"].as_str()),
+        (value["eventId"].as_str(), Some("flow-1"))
+    );
     let Some(kcat) = tool("kcat", "HERALD_REQUIRE_KCAT") else { return served.stop().await };
     let out = std::process::Command::new(kcat)
         .args(["-b", &served.kafka.to_string(), "-C", "-t", "http.in", "-e", "-q", "-f", "%p %o %k %h %s\n"])
