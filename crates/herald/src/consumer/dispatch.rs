@@ -213,7 +213,7 @@ impl Dispatcher {
         tokio::spawn(async move {
             let cancelled = async move {
                 if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
-                    std::future::pending::<()>().await; // the consumer is gone: run to the end
+                    std::future::pending::<()>().await; // unreachable: this task holds the sender
                 }
             };
             tokio::select! {

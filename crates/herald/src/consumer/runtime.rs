@@ -339,7 +339,7 @@ impl Consumer {
             // next metadata refresh: librdkafka's default is 5 minutes.
             .set("topic.metadata.refresh.interval.ms", "10000");
         apply_overrides(&mut client, &config.rdkafka);
-        let consumer: StreamConsumer<Rebalancer> = client.create_with_context(rebalancer).map_err(setup)?;
+        let consumer = Closing(Some(client.create_with_context(rebalancer).map_err(setup)?));
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(setup)?;
         let publisher = match self.publisher {
@@ -358,6 +358,7 @@ impl Consumer {
             publisher: Arc::new(publisher),
             cancel: tokio::sync::watch::channel(false).0,
         });
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&shared));
         let config = &shared.config;
         let (mut dispatcher, mut done_rx) = Dispatcher::new(Arc::clone(&shared), Arc::clone(&progress));
         let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -435,7 +436,7 @@ impl Consumer {
         // async runtime can block forever). Messages that arrive meanwhile are neither
         // handled nor committed: they are redelivered.
         let list = commit_list(lock(&progress).iter(), |p| p.last_committable());
-        if let Err(error) = send_commit(&consumer, &list) {
+        if let Err(error) = send_commit(&*consumer, &list) {
             tracing::warn!(group = %config.group_id, %error, "final offset commit failed; the last messages will be redelivered");
         }
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
@@ -445,11 +446,69 @@ impl Consumer {
         })
         .await;
         tracing::debug!(group = %config.group_id, "offsets committed; leaving the group");
-        // Closing blocks while it leaves the group; keep it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        tracing::debug!(group = %config.group_id, "left the group");
+        if close(consumer).await {
+            tracing::debug!(group = %config.group_id, "left the group");
+        } else {
+            tracing::warn!(group = %config.group_id, limit = ?CLOSE_LIMIT, "leaving the group did not finish in time; it goes on in the background");
+        }
         Ok(())
     }
+}
+
+/// Cancels the run's message tasks when the run ends or is dropped (its task aborted):
+/// a handler never outlives its consumer, as none outlives a crashed process. What they
+/// did is uncommitted, so it is redelivered.
+struct CancelOnDrop(Arc<Shared>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel.send_replace(true);
+    }
+}
+
+/// How long a stopping consumer waits for librdkafka to leave the group.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The consumer, closed on a thread of its own when dropped. Closing blocks while
+/// librdkafka leaves the group (rdkafka's drop loops until librdkafka says it is closed),
+/// and that must never hold an async thread — a run aborted with its task drops the
+/// consumer on one — nor the runtime's shutdown, as a blocking-pool task would.
+struct Closing(Option<StreamConsumer<Rebalancer>>);
+
+impl Closing {
+    /// Closes in the background; `done` hears when it has.
+    fn close_in_background(&mut self, done: Option<tokio::sync::oneshot::Sender<()>>) {
+        let Some(consumer) = self.0.take() else { return };
+        let spawned = std::thread::Builder::new().name("herald-consumer-close".into()).spawn(move || {
+            drop(consumer);
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread to close the consumer on; it closed where it was dropped");
+        }
+    }
+}
+
+impl std::ops::Deref for Closing {
+    type Target = StreamConsumer<Rebalancer>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the consumer is taken only when closing") // never: taken only by close
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.close_in_background(None);
+    }
+}
+
+/// Closes `consumer` and waits at most [`CLOSE_LIMIT`] for it; true if it closed in time.
+async fn close(mut consumer: Closing) -> bool {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    consumer.close_in_background(Some(closed));
+    tokio::time::timeout(CLOSE_LIMIT, done).await.is_ok_and(|r| r.is_ok())
 }
 
 /// Forgets the partitions the rebalance callback revoked since the last call.
