@@ -167,6 +167,12 @@ impl Broker {
         &self.config
     }
 
+    /// The storage the data directory lives on (for other internal logs in it, such as
+    /// the schema registry's).
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+
     /// The cluster id, made once per data directory.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id

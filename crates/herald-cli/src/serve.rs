@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_broker::{BrokerConfig, Durability, RunningBroker, ServerConfig};
-use herald_gateway::{GatewayConfig, RunningGateway, Tokens};
+use herald_gateway::{GatewayConfig, RunningGateway, RunningRegistry, Tokens};
+use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR};
 use serde::Deserialize;
 
 /// Settings of `herald serve`. Each flag also reads an environment variable; anything
@@ -69,6 +70,10 @@ pub(crate) struct ServeArgs {
     /// Serve HTTP on a non-loopback address without tokens.
     #[arg(long, env = "HERALD_HTTP_INSECURE")]
     http_insecure: bool,
+    /// Address of the schema registry (the Confluent REST API), or `off`
+    /// [default: 127.0.0.1:8081]. It takes the gateway's tokens and limits.
+    #[arg(long, env = "HERALD_SCHEMA_REGISTRY_LISTEN")]
+    schema_registry_listen: Option<String>,
 }
 
 /// The TOML file: the same settings, plus log defaults.
@@ -87,6 +92,7 @@ struct FileSettings {
     group_initial_rebalance_delay_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     http_listen: Option<String>,
+    schema_registry_listen: Option<String>,
     http_token_file: Option<PathBuf>,
     http_cors_origins: Option<String>,
     /// Most SSE streams open at once.
@@ -121,7 +127,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
-    let http = gateway_settings(&args, &file)?;
+    let (http, http_on) = gateway_settings(&args, &file)?;
+    let registry_listen = registry_address(&args, &file)?;
     let (broker, server) = settings(args, file)?;
     let server_grace_ms = server.shutdown_grace.as_millis() as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -129,15 +136,26 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Installed before anything starts: a SIGTERM during startup still stops cleanly.
         let signals = Signals::install()?;
         let running = RunningBroker::start(broker, server).await?;
-        let gateway = match http {
-            Some(config) => match RunningGateway::start(config, Arc::clone(running.broker())).await {
+        let registry = match registry_listen {
+            Some(listen) => match start_registry(&running, listen, &http).await {
+                Ok(registry) => Some(registry),
+                Err(error) => {
+                    running.shutdown().await?;
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
+        let gateway = match http_on {
+            true => match RunningGateway::start(http, Arc::clone(running.broker())).await {
                 Ok(gateway) => Some(gateway),
                 Err(error) => {
+                    stop_registry(registry).await;
                     running.shutdown().await?;
                     return Err(error.into());
                 }
             },
-            None => None,
+            false => None,
         };
         signals.wait().await;
         tracing::info!(
@@ -147,16 +165,60 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(gateway) = gateway {
             gateway.shutdown().await;
         }
+        stop_registry(registry).await;
         running.shutdown().await?;
         Ok(())
     })
 }
 
-/// The gateway's settings, or `None` for `--http-listen off`.
-fn gateway_settings(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<GatewayConfig>> {
+/// Opens the schema registry's log in the data directory and serves it on `listen`.
+async fn start_registry(
+    running: &RunningBroker,
+    listen: SocketAddr,
+    http: &GatewayConfig,
+) -> anyhow::Result<(RunningRegistry, Arc<Registry>)> {
+    let broker = running.broker();
+    let (storage, dir, log) =
+        (broker.storage(), broker.config().data_dir.join(SCHEMAS_DIR), broker.config().log_defaults());
+    let registry = tokio::task::spawn_blocking(move || Registry::open(storage, dir, log, RegistryConfig::default()))
+        .await
+        .context("opening the schema registry")?
+        .context("opening the schema registry's log")?;
+    let registry = Arc::new(registry);
+    let serving = RunningRegistry::start(listen, http, Arc::clone(&registry)).await?;
+    Ok((serving, registry))
+}
+
+/// Stops serving the registry and closes its log.
+async fn stop_registry(registry: Option<(RunningRegistry, Arc<Registry>)>) {
+    let Some((serving, registry)) = registry else { return };
+    serving.shutdown().await;
+    match Arc::try_unwrap(registry) {
+        Ok(registry) => {
+            if let Err(error) = tokio::task::spawn_blocking(move || registry.close()).await.unwrap_or(Ok(())) {
+                tracing::warn!(%error, "closing the schema registry's log");
+            }
+        }
+        Err(_) => tracing::warn!("the schema registry is still in use; its log is flushed at the next open"),
+    }
+}
+
+/// The registry's address, or `None` for `off`.
+fn registry_address(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<SocketAddr>> {
+    match args.schema_registry_listen.as_deref().or(file.schema_registry_listen.as_deref()) {
+        Some("off") => Ok(None),
+        Some(listen) => Ok(Some(listen.parse().with_context(|| format!("--schema-registry-listen {listen:?}"))?)),
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], 8081)))),
+    }
+}
+
+/// The gateway's settings (the registry takes its tokens and limits too), and whether
+/// the gateway runs (`--http-listen off`: no).
+fn gateway_settings(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<(GatewayConfig, bool)> {
     let mut config = GatewayConfig::default();
+    let mut on = true;
     match args.http_listen.as_deref().or(file.http_listen.as_deref()) {
-        Some("off") => return Ok(None),
+        Some("off") => on = false,
         Some(listen) => config.listen = listen.parse().with_context(|| format!("--http-listen {listen:?}"))?,
         None => {}
     }
@@ -176,7 +238,7 @@ fn gateway_settings(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Opt
     if let Some(n) = file.http_body_bytes_max {
         config.body_bytes_max = n;
     }
-    Ok(Some(config))
+    Ok((config, on))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -335,6 +397,7 @@ mod tests {
             shutdown_grace_ms: None,
             log: None,
             http_listen: None,
+            schema_registry_listen: None,
             http_token_file: None,
             http_cors_origins: None,
             http_insecure: false,

@@ -41,7 +41,7 @@ fn sigterm_drains_flushes_and_marks_logs_clean() {
     assert!(status.success());
     log.extend(common::rest(&lines));
     let opened: Vec<&String> = log.iter().filter(|l| l.contains("opened log")).collect();
-    assert_eq!(opened.len(), 4, "three auto-created partitions and the group offsets log: {log:#?}");
+    assert_eq!(opened.len(), 5, "three auto-created partitions, the group offsets log, the schema log: {log:#?}");
     assert!(opened.iter().all(|l| l.contains("clean=true")), "{opened:#?}");
     assert!(log.iter().any(|l| l.contains("topics=1")), "{log:#?}");
 }

@@ -92,8 +92,13 @@ fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>,
 }
 
 /// Checks that the request's token has `need`.
-pub(crate) fn authorize(app: &App, headers: &HeaderMap, query: Option<&str>, need: Scope) -> Result<(), Problem> {
-    let Some(tokens) = &app.config.tokens else { return Ok(()) };
+pub(crate) fn authorize(
+    tokens: Option<&Tokens>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    need: Scope,
+) -> Result<(), Problem> {
+    let Some(tokens) = tokens else { return Ok(()) };
     let Some(token) = presented(headers, query)? else {
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "a bearer token is required"));
     };
@@ -127,7 +132,7 @@ impl<const SCOPE: u8> FromRequestParts<Arc<App>> for Authorized<SCOPE> {
             1 => Scope::Write,
             _ => Scope::Admin,
         };
-        authorize(app, &parts.headers, parts.uri.query(), need).map(|()| Self)
+        authorize(app.config.tokens.as_ref(), &parts.headers, parts.uri.query(), need).map(|()| Self)
     }
 }
 

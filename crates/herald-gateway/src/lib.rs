@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod problem;
 mod records;
+mod registry;
 mod reset;
 mod server;
 mod sse;
@@ -33,6 +34,7 @@ mod ws;
 pub use auth::{Scope, Tokens};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
+pub use registry::RunningRegistry;
 pub use server::RunningGateway;
 
 /// For benchmarks: a produce batch as the gateway builds it.

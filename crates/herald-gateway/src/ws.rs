@@ -52,7 +52,7 @@ pub(crate) async fn socket(
     uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let may_publish = authorize(&app, &headers, uri.query(), Scope::Write).is_ok();
+    let may_publish = authorize(app.config.tokens.as_ref(), &headers, uri.query(), Scope::Write).is_ok();
     upgrade.max_message_size(app.config.body_bytes_max).on_upgrade(move |socket| serve(app, socket, may_publish))
 }
 

@@ -25,6 +25,9 @@ pub fn serve(data_dir: &std::path::Path, extra: &[&str]) -> Served {
     if !extra.contains(&"--http-listen") {
         command.args(["--http-listen", "127.0.0.1:0"]);
     }
+    if !extra.contains(&"--schema-registry-listen") {
+        command.args(["--schema-registry-listen", "127.0.0.1:0"]);
+    }
     let child = command.args(extra).env("NO_COLOR", "1").stderr(Stdio::piped()).spawn().expect("herald serve starts");
     let mut process = Serving(Some(child));
     let stderr = process.0.as_mut().and_then(|c| c.stderr.take()).expect("stderr");
