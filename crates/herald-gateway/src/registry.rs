@@ -151,15 +151,25 @@ impl SchemaBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     default_to_global: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
     subject_prefix: Option<String>,
+}
+
+/// `true`/`false` in any case (Python clients send `True`).
+fn flag<'de, D: serde::Deserializer<'de>>(from: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(from)?;
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!("{text:?} is not true or false"))),
+    }
 }
 
 fn flags(query: Result<Query<Flags>, axum::extract::rejection::QueryRejection>) -> Result<Flags, Refusal> {
