@@ -36,6 +36,7 @@ pub mod outbox;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod projection;
 pub mod publisher;
+pub mod registry;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod saga;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

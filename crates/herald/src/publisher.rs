@@ -3,6 +3,7 @@
 //! client and kafkajs put them).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -11,6 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::Event;
 use crate::envelope::{ENVELOPE_BYTES_MAX_DEFAULT, Envelope, EnvelopeError};
+use crate::registry::{Framing, RegistrySettings, SchemaError, Schemas, SubjectNaming};
 
 /// Publisher settings: defaults, [`PublisherConfig::from_env`] for the seeds' variables,
 /// then builder methods. Times are [`Duration`]s; sizes end in their unit.
@@ -31,6 +33,9 @@ pub struct PublisherConfig {
     /// Further librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), applied
     /// last, so they override herald's choices.
     pub rdkafka: Vec<(String, String)>,
+    /// A schema registry (`SCHEMA_REGISTRY_URL`): events are validated against their
+    /// schema before sending and carry its id (see [`crate::registry`]).
+    pub schema_registry: Option<RegistrySettings>,
 }
 
 impl Default for PublisherConfig {
@@ -43,6 +48,7 @@ impl Default for PublisherConfig {
             timeout: Duration::from_secs(30),
             envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
             rdkafka: Vec::new(),
+            schema_registry: None,
         }
     }
 }
@@ -57,7 +63,33 @@ impl PublisherConfig {
         if let Ok(client_id) = std::env::var("KAFKA_CLIENT_ID") {
             config.client_id = client_id;
         }
+        if let Ok(url) = std::env::var("SCHEMA_REGISTRY_URL") {
+            config.schema_registry = Some(RegistrySettings::new(url));
+        }
         config
+    }
+
+    /// Validates events against their schemas in the registry at `url` and marks each
+    /// record with its schema's id (a `schema-id` header unless [`Self::schema_framing`]).
+    pub fn schema_registry(mut self, url: impl Into<String>) -> Self {
+        self.schema_registry = Some(RegistrySettings::new(url));
+        self
+    }
+
+    /// With a registry: header (default) or Confluent framing.
+    pub fn schema_framing(mut self, framing: Framing) -> Self {
+        if let Some(registry) = &mut self.schema_registry {
+            registry.framing = framing;
+        }
+        self
+    }
+
+    /// With a registry: subjects named `<topic>-value` (default) or by event type.
+    pub fn subject_naming(mut self, naming: SubjectNaming) -> Self {
+        if let Some(registry) = &mut self.schema_registry {
+            registry.naming = naming;
+        }
+        self
     }
 
     setters! {
@@ -114,6 +146,10 @@ pub enum PublishError {
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// The event's schema could not be resolved, or the event does not follow it
+    /// (nothing was sent).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The broker did not acknowledge the event.
     #[error("publishing {event_type} to {topic} failed: {source}")]
     Delivery {
@@ -141,6 +177,7 @@ pub struct Published {
 pub struct Publisher {
     producer: FutureProducer,
     config: PublisherConfig,
+    schemas: Option<Arc<Schemas>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -155,7 +192,23 @@ impl Publisher {
         let producer = producer_config(&config)
             .create()
             .map_err(|source| PublishError::Config { brokers: config.brokers.clone(), source: Box::new(source) })?;
-        Ok(Self { producer, config })
+        let schemas = config.schema_registry.clone().map(|settings| Arc::new(Schemas::new(settings)));
+        Ok(Self { producer, config, schemas })
+    }
+
+    /// Uses `data_schema` (JSON Schema) for `E`'s data: registered, inside the envelope's
+    /// schema, at `E`'s first publish. Without one, the subject's latest schema is used.
+    /// Does nothing without a registry.
+    pub fn schema<E: Event>(&self, data_schema: serde_json::Value) -> &Self {
+        if let Some(schemas) = &self.schemas {
+            schemas.give(E::TYPE, data_schema);
+        }
+        self
+    }
+
+    /// [`Self::schema`] derived from the Rust type with schemars.
+    pub fn derive_schema<E: Event + schemars::JsonSchema>(&self) -> &Self {
+        self.schema::<E>(serde_json::Value::from(schemars::schema_for!(E)))
     }
 
     /// The settings.
@@ -193,11 +246,25 @@ impl Publisher {
         topic_label: metrics::SharedString,
         envelope: &Envelope<E>,
     ) -> Result<Published, PublishError> {
-        let payload = envelope.to_json(self.config.envelope_max_bytes)?;
+        let mut payload = envelope.to_json(self.config.envelope_max_bytes)?;
         let key = envelope.data.key();
-        let mut headers = OwnedHeaders::new_with_capacity(6);
+        let mut headers = OwnedHeaders::new_with_capacity(7);
         for (name, value) in envelope_headers(envelope, E::TYPE, E::VERSION).iter().flatten() {
             headers = headers.insert(Header { key: name, value: Some(value.as_ref()) });
+        }
+        if let Some(schemas) = &self.schemas {
+            let known = schemas.resolve(topic, E::TYPE).await?;
+            if let Err(invalid) = known.validate(E::TYPE, &payload) {
+                metrics::counter!("herald_publish_invalid_total", "topic" => topic_label).increment(1);
+                return Err(invalid.into());
+            }
+            match schemas.settings().framing {
+                Framing::Header => {
+                    let id = known.id.to_string();
+                    headers = headers.insert(Header { key: "schema-id", value: Some(id.as_str()) });
+                }
+                Framing::Confluent => payload = crate::registry::confluent_frame(known.id, payload),
+            }
         }
         let mut record = FutureRecord::to(topic).payload(&payload).headers(headers);
         if let Some(key) = &key {

@@ -63,11 +63,11 @@ impl Route {
 impl Route {
     /// The record's envelope at the newest version of its event type.
     fn payload<'a>(&self, record: &'a Record) -> Result<Cow<'a, [u8]>, HandlerError> {
-        let Some(upcasters) = &self.upcasters else { return Ok(Cow::Borrowed(record.payload())) };
+        let Some(upcasters) = &self.upcasters else { return Ok(Cow::Borrowed(record.envelope_bytes())) };
         let event_type = record.header("event-type").unwrap_or_default();
-        match upcasters.upcast(event_type, record.payload()) {
+        match upcasters.upcast(event_type, record.envelope_bytes()) {
             Ok(Some((upcast, _))) => Ok(Cow::Owned(upcast)),
-            Ok(None) => Ok(Cow::Borrowed(record.payload())),
+            Ok(None) => Ok(Cow::Borrowed(record.envelope_bytes())),
             Err(error) => Err(HandlerError::Undecodable(error.to_string())),
         }
     }

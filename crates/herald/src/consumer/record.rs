@@ -95,6 +95,12 @@ impl Record {
         self.payload_or_null().unwrap_or_default()
     }
 
+    /// The payload without Confluent's schema framing (a zero byte and a schema id), if
+    /// it has it: the envelope's JSON either way.
+    pub fn envelope_bytes(&self) -> &[u8] {
+        crate::registry::unframed(self.payload())
+    }
+
     /// The payload, `None` for a null payload (a tombstone).
     pub fn payload_or_null(&self) -> Option<&[u8]> {
         self.payload.clone().map(|p| &self.bytes[p])

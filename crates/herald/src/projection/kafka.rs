@@ -133,7 +133,7 @@ impl<D, P> Fold<D, P> {
 /// stream the record key, its time the envelope's.
 fn stored_event(event_type: &str, context: &Context) -> Result<StoredEvent, HandlerError> {
     let record = context.record();
-    let envelope: crate::Envelope<serde::de::IgnoredAny> = serde_json::from_slice(record.payload())
+    let envelope: crate::Envelope<serde::de::IgnoredAny> = serde_json::from_slice(record.envelope_bytes())
         .map_err(|error| HandlerError::Undecodable(format!("reading a {event_type} envelope: {error}")))?;
     let created_ms = crate::time::parse_rfc3339_ms(&envelope.timestamp).unwrap_or_else(|_| crate::time::now_ms());
     let event_version = record.header("event-version").and_then(|v| v.parse().ok()).unwrap_or(1);
@@ -144,7 +144,7 @@ fn stored_event(event_type: &str, context: &Context) -> Result<StoredEvent, Hand
         event_id: context.event_id,
         event_type: event_type.to_string(),
         event_version,
-        payload: record.payload().to_vec(),
+        payload: record.envelope_bytes().to_vec(),
         created_ms,
     })
 }

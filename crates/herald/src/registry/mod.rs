@@ -1,0 +1,206 @@
+//! Event schemas in a Confluent-compatible schema registry (Herald's own on :8081, or
+//! Confluent's, or Karapace): the [`Publisher`](crate::Publisher) registers — or, when it
+//! was given no schema for an event type, looks up — the schema of each event type once
+//! per subject, validates every event against it before sending (an invalid event is an
+//! error and nothing is sent), and marks the record with the schema's id: a `schema-id`
+//! header on plain JSON (the default: the seeds read plain JSON), or Confluent's framing
+//! (a zero byte and the id before the JSON) that Confluent's deserializers read.
+//!
+//! The registered schema describes the whole record value: the standard envelope with
+//! the event type's schema as its `data` ([`envelope_schema`]).
+
+mod client;
+mod envelope;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use envelope::envelope_schema;
+
+/// How a record says which schema it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Plain JSON with a `schema-id` header (the default).
+    #[default]
+    Header,
+    /// Confluent's wire format: a zero byte, the id (4 bytes, big-endian), the JSON.
+    Confluent,
+}
+
+/// How an event's subject is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectNaming {
+    /// `<topic>-value` (Confluent's TopicNameStrategy, the default).
+    #[default]
+    Topic,
+    /// The event type (as Confluent's RecordNameStrategy names a record).
+    RecordName,
+}
+
+/// Where the registry is and how records carry schema ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// The registry's base URL (`http://127.0.0.1:8081`).
+    pub url: String,
+    /// Header or Confluent framing.
+    pub framing: Framing,
+    /// Subject naming.
+    pub naming: SubjectNaming,
+    /// How long one registry request may take.
+    pub timeout: Duration,
+}
+
+impl RegistrySettings {
+    /// The registry at `url`, with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            framing: Framing::Header,
+            naming: SubjectNaming::Topic,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn subject(&self, topic: &str, event_type: &str) -> String {
+        match self.naming {
+            SubjectNaming::Topic => format!("{topic}-value"),
+            SubjectNaming::RecordName => event_type.to_string(),
+        }
+    }
+}
+
+/// Why an event could not be matched to its schema.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The registry could not be reached or refused.
+    #[error("schema registry at {url}, subject {subject}: {reason}")]
+    Registry {
+        /// The registry.
+        url: String,
+        /// The subject.
+        subject: String,
+        /// What went wrong (Confluent's error code and message when it answered).
+        reason: String,
+    },
+    /// The event does not follow its schema.
+    #[error("{event_type} does not follow schema {id} of {subject}: {}", errors.join("; "))]
+    Invalid {
+        /// The event type.
+        event_type: String,
+        /// The subject.
+        subject: String,
+        /// The schema's id.
+        id: u32,
+        /// What is wrong, by JSON pointer.
+        errors: Vec<String>,
+    },
+}
+
+/// One subject's schema, ready to validate.
+#[derive(Debug)]
+pub(crate) struct Known {
+    pub(crate) id: u32,
+    subject: String,
+    validator: jsonschema::Validator,
+}
+
+impl Known {
+    /// Checks `payload` (an encoded envelope) against the schema.
+    pub(crate) fn validate(&self, event_type: &str, payload: &[u8]) -> Result<(), SchemaError> {
+        let invalid = |errors| SchemaError::Invalid {
+            event_type: event_type.to_string(),
+            subject: self.subject.clone(),
+            id: self.id,
+            errors,
+        };
+        let value: Value = serde_json::from_slice(payload).map_err(|e| invalid(vec![e.to_string()]))?;
+        let errors: Vec<String> =
+            self.validator.iter_errors(&value).take(8).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        if errors.is_empty() { Ok(()) } else { Err(invalid(errors)) }
+    }
+}
+
+/// A publisher's schemas: the ones it was given by event type, and each subject's once
+/// resolved.
+#[derive(Debug)]
+pub(crate) struct Schemas {
+    settings: RegistrySettings,
+    given: Mutex<HashMap<String, Value>>,
+    known: tokio::sync::Mutex<HashMap<String, Arc<Known>>>,
+}
+
+impl Schemas {
+    pub(crate) fn new(settings: RegistrySettings) -> Self {
+        Self { settings, given: Mutex::new(HashMap::new()), known: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    /// Uses `data_schema` for `event_type` (registered at its first publish).
+    pub(crate) fn give(&self, event_type: &str, data_schema: Value) {
+        crate::sync::lock(&self.given).insert(event_type.to_string(), data_schema);
+    }
+
+    /// The schema for `event_type` on `topic`: registered from the given one, or the
+    /// subject's latest; resolved once per subject.
+    pub(crate) async fn resolve(&self, topic: &str, event_type: &str) -> Result<Arc<Known>, SchemaError> {
+        let subject = self.settings.subject(topic, event_type);
+        let mut known = self.known.lock().await;
+        if let Some(found) = known.get(&subject) {
+            return Ok(Arc::clone(found));
+        }
+        let given = crate::sync::lock(&self.given).get(event_type).cloned();
+        let fail =
+            |reason: String| SchemaError::Registry { url: self.settings.url.clone(), subject: subject.clone(), reason };
+        let (id, schema) = match given {
+            Some(data) => {
+                let schema = envelope_schema(event_type, data);
+                let id = client::register(&self.settings, &subject, &schema).await.map_err(fail)?;
+                (id, schema)
+            }
+            None => client::latest(&self.settings, &subject).await.map_err(fail)?,
+        };
+        let validator =
+            jsonschema::validator_for(&schema).map_err(|e| fail(format!("the schema does not compile: {e}")))?;
+        let found = Arc::new(Known { id, subject: subject.clone(), validator });
+        known.insert(subject, Arc::clone(&found));
+        Ok(found)
+    }
+}
+
+/// `payload` in Confluent's wire format for schema `id`.
+pub(crate) fn confluent_frame(id: u32, payload: Vec<u8>) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(payload.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.extend_from_slice(&payload);
+    framed
+}
+
+/// `payload` without Confluent's framing, if it has it (JSON never starts with a zero byte).
+pub(crate) fn unframed(payload: &[u8]) -> &[u8] {
+    match payload {
+        [0, _, _, _, _, rest @ ..] => rest,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confluent_framing_round_trips_and_plain_json_passes_through() {
+        let framed = confluent_frame(258, b"{\"a\":1}".to_vec());
+        assert_eq!(&framed[..5], &[0, 0, 0, 1, 2]);
+        assert_eq!(unframed(&framed), b"{\"a\":1}");
+        assert_eq!(unframed(b"{\"a\":1}"), b"{\"a\":1}");
+        assert_eq!(unframed(b""), b"");
+    }
+}
