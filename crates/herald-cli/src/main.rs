@@ -13,6 +13,7 @@ mod outbox;
 mod produce;
 mod projections;
 mod sagas;
+mod schemas;
 mod serve;
 mod store;
 mod topics;
@@ -57,6 +58,8 @@ enum Command {
     Projections(projections::ProjectionsArgs),
     /// A service's sagas: `herald sagas list [--state S] | show <id> --database-url ...`.
     Sagas(sagas::SagasArgs),
+    /// A schema registry (Herald's or Confluent's): `herald schemas list | get | register | check | config`.
+    Schemas(schemas::SchemasArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Store(args) => store::run(args),
         Command::Projections(args) => projections::run(args),
         Command::Sagas(args) => sagas::run(args),
+        Command::Schemas(args) => schemas::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

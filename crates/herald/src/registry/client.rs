@@ -37,39 +37,46 @@ pub(super) async fn latest(settings: &RegistrySettings, subject: &str) -> Result
     Ok((id, schema))
 }
 
-/// GET (or POST `body`) and the JSON answer; a refusal as Confluent's code and message.
+/// GET (or POST `body`) on a blocking thread.
 async fn call(settings: &RegistrySettings, url: String, body: Option<Value>) -> Result<Value, String> {
     let timeout = settings.timeout;
-    let run = move || -> Result<Value, String> {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-        let sent = match body {
-            Some(body) => agent.post(&url).header("content-type", CONTENT_TYPE).send(body.to_string()),
-            None => agent.get(&url).header("accept", CONTENT_TYPE).call(),
-        };
-        let mut response = sent.map_err(|e| format!("{url}: {e}"))?;
-        let status = response.status();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(ANSWER_BYTES_MAX)
-            .read_to_string()
-            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
-        let answer: Value = serde_json::from_str(&text).map_err(|_| format!("{url}: HTTP {status}: {text}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "HTTP {status}, error {}: {}",
-                answer["error_code"],
-                answer["message"].as_str().unwrap_or(&text)
-            ));
-        }
-        Ok(answer)
+    let method = if body.is_some() { "POST" } else { "GET" };
+    tokio::task::spawn_blocking(move || request(method, &url, body.as_ref(), timeout))
+        .await
+        .map_err(|e| format!("a task failed: {e}"))?
+}
+
+/// One request to a Confluent-compatible schema registry (blocking): the JSON answer, or
+/// the refusal with Confluent's error code and message. `method` is GET, POST, PUT or
+/// DELETE; `body` is sent as JSON.
+pub fn request(method: &str, url: &str, body: Option<&Value>, timeout: std::time::Duration) -> Result<Value, String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let sent = match method {
+        "GET" => agent.get(url).header("accept", CONTENT_TYPE).call(),
+        "DELETE" => agent.delete(url).header("accept", CONTENT_TYPE).call(),
+        "PUT" => agent.put(url).header("content-type", CONTENT_TYPE).send(body),
+        _ => agent.post(url).header("content-type", CONTENT_TYPE).send(body),
     };
-    tokio::task::spawn_blocking(run).await.map_err(|e| format!("a task failed: {e}"))?
+    let mut response = sent.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(ANSWER_BYTES_MAX)
+        .read_to_string()
+        .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+    let answer: Value = serde_json::from_str(&text).map_err(|_| format!("{url}: HTTP {status}: {text}"))?;
+    if !status.is_success() {
+        let message = answer["message"].as_str().unwrap_or(&text);
+        return Err(format!("error {}: {message}", answer["error_code"]));
+    }
+    Ok(answer)
 }
 
 /// `text` as one URL path segment.
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

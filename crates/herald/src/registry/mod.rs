@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use client::{encode as path_segment, request};
 pub use envelope::envelope_schema;
 
 /// How a record says which schema it follows.
