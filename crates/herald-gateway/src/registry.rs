@@ -31,6 +31,15 @@ struct RegistryApp {
     registry: Arc<Registry>,
     tokens: Option<Tokens>,
     body_bytes_max: usize,
+    /// `GET /schemas/ids/{id}` answers, rendered once: an id's schema never changes, and
+    /// a delete (which may hide an id) clears them.
+    by_id: std::sync::RwLock<std::collections::HashMap<u32, axum::body::Bytes>>,
+}
+
+impl RegistryApp {
+    fn forget_answers(&self) {
+        self.by_id.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 /// A refusal as Confluent writes it.
@@ -216,10 +225,21 @@ async fn schema_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, Refusal> {
     let id = id_of(&id)?;
-    let stored = app.registry.schema(id)?;
-    let mut fields = serde_json::Map::new();
-    schema_fields(&stored, &mut fields);
-    ok(&Value::Object(fields))
+    let cached = app.by_id.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let stored = app.registry.schema(id)?;
+            let mut fields = serde_json::Map::new();
+            schema_fields(&stored, &mut fields);
+            let body = axum::body::Bytes::from(Value::Object(fields).to_string());
+            app.by_id.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, body.clone());
+            body
+        }
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(response)
 }
 
 async fn raw_schema_by_id(
@@ -320,6 +340,7 @@ async fn delete_version(
     let (which, permanent) = (Which::parse(&which)?, flags(query)?.permanent);
     let registry = Arc::clone(&app.registry);
     let version = blocking(move || registry.delete_version(&subject, which, permanent)).await?;
+    app.forget_answers();
     ok(&json!(version))
 }
 
@@ -345,7 +366,9 @@ async fn delete_subject(
 ) -> Result<Response, Refusal> {
     let permanent = flags(query)?.permanent;
     let registry = Arc::clone(&app.registry);
-    ok(&json!(blocking(move || registry.delete_subject(&subject, permanent)).await?))
+    let versions = blocking(move || registry.delete_subject(&subject, permanent)).await?;
+    app.forget_answers();
+    ok(&json!(versions))
 }
 
 async fn compatible(
@@ -460,6 +483,13 @@ async fn delete_mode(
     ok(&json!({ "mode": before.unwrap_or(Mode::Readwrite).name() }))
 }
 
+/// Middleware: one counter of the registry's requests (per-route labels cost more than the
+/// cached lookups they would measure).
+async fn count(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    metrics::counter!("herald_schema_registry_requests_total").increment(1);
+    next.run(request).await
+}
+
 fn router(app: Arc<RegistryApp>) -> Router {
     Router::new()
         .route("/", get(root))
@@ -483,7 +513,7 @@ fn router(app: Arc<RegistryApp>) -> Router {
         .method_not_allowed_fallback(|| async {
             Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed")
         })
-        .layer(axum::middleware::from_fn(crate::metrics::observe))
+        .layer(axum::middleware::from_fn(count))
         .with_state(app)
 }
 
@@ -512,7 +542,12 @@ impl RunningRegistry {
         let addr = listener.local_addr().map_err(|source| GatewayError::Listen { address: listen, source })?;
         // Room for a schema at the registry's limit, JSON-escaped.
         let body_bytes_max = config.body_bytes_max.max(2 << 20);
-        let app = Arc::new(RegistryApp { registry, tokens: config.tokens.clone(), body_bytes_max });
+        let app = Arc::new(RegistryApp {
+            registry,
+            tokens: config.tokens.clone(),
+            body_bytes_max,
+            by_id: Default::default(),
+        });
         let (stop, mut stopping) = watch::channel(false);
         let service = router(app);
         let task = tokio::spawn(async move {

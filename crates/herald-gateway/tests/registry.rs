@@ -113,6 +113,8 @@ async fn the_confluent_api_end_to_end() {
     assert_eq!(request(at, "GET", "/subjects/orders-value/versions", None).await.1, json!([1, 2]));
     assert_eq!(request(at, "GET", "/subjects/orders-value/versions?deleted=true", None).await.1, json!([1, 2, 3]));
     assert_eq!(request(at, "DELETE", "/subjects/orders-value/versions/3?permanent=true", None).await, (200, json!(3)));
+    let gone = request(at, "GET", "/schemas/ids/3", None).await;
+    assert_eq!((gone.0, gone.1["error_code"].clone()), (404, json!(40403)), "no version names id 3 any more");
     assert_eq!(request(at, "DELETE", "/subjects/audit-value", None).await, (200, json!([1])));
     assert_eq!(request(at, "GET", "/subjects/audit-value/versions", None).await.1["error_code"], 40401);
     served.serving.shutdown().await;

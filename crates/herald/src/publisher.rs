@@ -254,14 +254,16 @@ impl Publisher {
         }
         if let Some(schemas) = &self.schemas {
             let known = schemas.resolve(topic, E::TYPE).await?;
-            if let Err(invalid) = known.validate(E::TYPE, &payload) {
+            // Straight from the envelope: building the value costs less than parsing the bytes.
+            let value = serde_json::to_value(envelope)
+                .map_err(|source| EnvelopeError::Json { context: format!("validating {}", E::TYPE), source })?;
+            if let Err(invalid) = known.validate(E::TYPE, &value) {
                 metrics::counter!("herald_publish_invalid_total", "topic" => topic_label).increment(1);
                 return Err(invalid.into());
             }
             match schemas.settings().framing {
                 Framing::Header => {
-                    let id = known.id.to_string();
-                    headers = headers.insert(Header { key: "schema-id", value: Some(id.as_str()) });
+                    headers = headers.insert(Header { key: "schema-id", value: Some(known.id_text.as_str()) });
                 }
                 Framing::Confluent => payload = crate::registry::confluent_frame(known.id, payload),
             }

@@ -13,7 +13,7 @@ mod client;
 mod envelope;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -105,25 +105,32 @@ pub enum SchemaError {
 #[derive(Debug)]
 pub(crate) struct Known {
     pub(crate) id: u32,
+    /// The id as the `schema-id` header writes it.
+    pub(crate) id_text: String,
     subject: String,
     validator: jsonschema::Validator,
 }
 
 impl Known {
-    /// Checks `payload` (an encoded envelope) against the schema.
-    pub(crate) fn validate(&self, event_type: &str, payload: &[u8]) -> Result<(), SchemaError> {
+    /// Checks `envelope` (as a JSON value) against the schema.
+    pub(crate) fn validate(&self, event_type: &str, value: &Value) -> Result<(), SchemaError> {
         let invalid = |errors| SchemaError::Invalid {
             event_type: event_type.to_string(),
             subject: self.subject.clone(),
             id: self.id,
             errors,
         };
-        let value: Value = serde_json::from_slice(payload).map_err(|e| invalid(vec![e.to_string()]))?;
+        if self.validator.is_valid(value) {
+            return Ok(());
+        }
         let errors: Vec<String> =
-            self.validator.iter_errors(&value).take(8).map(|e| format!("{}: {e}", e.instance_path())).collect();
-        if errors.is_empty() { Ok(()) } else { Err(invalid(errors)) }
+            self.validator.iter_errors(value).take(8).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        Err(invalid(errors))
     }
 }
+
+/// Topic -> each event type's schema on it.
+type ByTopic = HashMap<String, Vec<(&'static str, Arc<Known>)>>;
 
 /// A publisher's schemas: the ones it was given by event type, and each subject's once
 /// resolved.
@@ -131,12 +138,20 @@ impl Known {
 pub(crate) struct Schemas {
     settings: RegistrySettings,
     given: Mutex<HashMap<String, Value>>,
+    /// Resolved subjects (resolving holds this lock: one registry call per subject).
     known: tokio::sync::Mutex<HashMap<String, Arc<Known>>>,
+    /// Topic -> (event type, schema): the per-publish lookup, without allocating.
+    by_topic: RwLock<ByTopic>,
 }
 
 impl Schemas {
     pub(crate) fn new(settings: RegistrySettings) -> Self {
-        Self { settings, given: Mutex::new(HashMap::new()), known: tokio::sync::Mutex::new(HashMap::new()) }
+        Self {
+            settings,
+            given: Mutex::new(HashMap::new()),
+            known: tokio::sync::Mutex::new(HashMap::new()),
+            by_topic: RwLock::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn settings(&self) -> &RegistrySettings {
@@ -150,7 +165,19 @@ impl Schemas {
 
     /// The schema for `event_type` on `topic`: registered from the given one, or the
     /// subject's latest; resolved once per subject.
-    pub(crate) async fn resolve(&self, topic: &str, event_type: &str) -> Result<Arc<Known>, SchemaError> {
+    pub(crate) async fn resolve(&self, topic: &str, event_type: &'static str) -> Result<Arc<Known>, SchemaError> {
+        let cached = read(&self.by_topic)
+            .get(topic)
+            .and_then(|types| types.iter().find(|(t, _)| *t == event_type).map(|(_, k)| Arc::clone(k)));
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let found = self.resolve_subject(topic, event_type).await?;
+        write(&self.by_topic).entry(topic.to_string()).or_default().push((event_type, Arc::clone(&found)));
+        Ok(found)
+    }
+
+    async fn resolve_subject(&self, topic: &str, event_type: &str) -> Result<Arc<Known>, SchemaError> {
         let subject = self.settings.subject(topic, event_type);
         let mut known = self.known.lock().await;
         if let Some(found) = known.get(&subject) {
@@ -169,10 +196,18 @@ impl Schemas {
         };
         let validator =
             jsonschema::validator_for(&schema).map_err(|e| fail(format!("the schema does not compile: {e}")))?;
-        let found = Arc::new(Known { id, subject: subject.clone(), validator });
+        let found = Arc::new(Known { id, id_text: id.to_string(), subject: subject.clone(), validator });
         known.insert(subject, Arc::clone(&found));
         Ok(found)
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `payload` in Confluent's wire format for schema `id`.
