@@ -254,9 +254,10 @@ impl Publisher {
         }
         if let Some(schemas) = &self.schemas {
             let known = schemas.resolve(topic, E::TYPE).await?;
-            // Straight from the envelope: building the value costs less than parsing the bytes.
-            let value = serde_json::to_value(envelope)
-                .map_err(|source| EnvelopeError::Json { context: format!("validating {}", E::TYPE), source })?;
+            // Straight from the event: building the value costs less than parsing the bytes.
+            let value =
+                if known.data_only { serde_json::to_value(&envelope.data) } else { serde_json::to_value(envelope) }
+                    .map_err(|source| EnvelopeError::Json { context: format!("validating {}", E::TYPE), source })?;
             if let Err(invalid) = known.validate(E::TYPE, &value) {
                 metrics::counter!("herald_publish_invalid_total", "topic" => topic_label).increment(1);
                 return Err(invalid.into());

@@ -105,6 +105,9 @@ pub enum SchemaError {
 #[derive(Debug)]
 pub(crate) struct Known {
     pub(crate) id: u32,
+    /// The validator checks the event's data alone (the schema is Herald's envelope
+    /// schema); else the whole envelope.
+    pub(crate) data_only: bool,
     /// The id as the `schema-id` header writes it.
     pub(crate) id_text: String,
     subject: String,
@@ -112,7 +115,8 @@ pub(crate) struct Known {
 }
 
 impl Known {
-    /// Checks `envelope` (as a JSON value) against the schema.
+    /// Checks the event (its data if [`Self::data_only`], else the envelope, as a JSON
+    /// value) against the schema.
     pub(crate) fn validate(&self, event_type: &str, value: &Value) -> Result<(), SchemaError> {
         let invalid = |errors| SchemaError::Invalid {
             event_type: event_type.to_string(),
@@ -123,8 +127,9 @@ impl Known {
         if self.validator.is_valid(value) {
             return Ok(());
         }
+        let prefix = if self.data_only { "/data" } else { "" };
         let errors: Vec<String> =
-            self.validator.iter_errors(value).take(8).map(|e| format!("{}: {e}", e.instance_path())).collect();
+            self.validator.iter_errors(value).take(8).map(|e| format!("{prefix}{}: {e}", e.instance_path())).collect();
         Err(invalid(errors))
     }
 }
@@ -194,9 +199,14 @@ impl Schemas {
             }
             None => client::latest(&self.settings, &subject).await.map_err(fail)?,
         };
+        // Herald's own envelope schema: the envelope is right by construction, so only the
+        // data is checked (against its part, with the definitions it refers to).
+        let data_part = data_part(event_type, &schema);
+        let checked = data_part.as_ref().unwrap_or(&schema);
         let validator =
-            jsonschema::validator_for(&schema).map_err(|e| fail(format!("the schema does not compile: {e}")))?;
-        let found = Arc::new(Known { id, id_text: id.to_string(), subject: subject.clone(), validator });
+            jsonschema::validator_for(checked).map_err(|e| fail(format!("the schema does not compile: {e}")))?;
+        let data_only = data_part.is_some();
+        let found = Arc::new(Known { id, id_text: id.to_string(), subject: subject.clone(), validator, data_only });
         known.insert(subject, Arc::clone(&found));
         Ok(found)
     }
@@ -208,6 +218,24 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The data part of Herald's envelope schema for `event_type` (with the root's
+/// definitions), or `None` for any other schema.
+fn data_part(event_type: &str, schema: &Value) -> Option<Value> {
+    let properties = schema.get("properties")?;
+    if properties.get("eventType")?.get("const")?.as_str()? != event_type {
+        return None;
+    }
+    let mut data = properties.get("data")?.clone();
+    if let Some(fields) = data.as_object_mut() {
+        for key in ["$defs", "definitions", "$schema"] {
+            if let Some(value) = schema.get(key) {
+                fields.insert(key.to_string(), value.clone());
+            }
+        }
+    }
+    Some(data)
 }
 
 /// `payload` in Confluent's wire format for schema `id`.
