@@ -140,3 +140,54 @@ async fn confluent_framing_is_written_and_read_by_a_herald_consumer() {
     assert_eq!(seen.lock().expect("lock").clone(), [order("o1", 2)]);
     served.serving.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_with_the_registry_dead_letters_a_record_that_breaks_its_schema() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let served = registry().await;
+    let publisher =
+        Publisher::new(PublisherConfig::default().brokers(&b).schema_registry(&served.url)).expect("publisher");
+    publisher.schema::<OrderPlaced>(serde_json::json!({
+        "type": "object",
+        "properties": { "order_id": { "type": "string" }, "qty": { "type": "integer", "maximum": 10 } },
+        "required": ["order_id", "qty"],
+    }));
+    publisher.publish_to("checked", &Envelope::new("shop", order("good", 1))).await.expect("published");
+    let id = served.registry.version("checked-value", Which::Latest, false).expect("latest").id.to_string();
+    // A writer that skips validation: qty 50 reads fine as the Rust type but breaks the
+    // schema the record names (so only the schema check stops it).
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &b).create().expect("producer");
+    let bad = serde_json::to_value(Envelope::new("shop", order("bad", 50))).expect("json");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "event-type", value: Some("order.placed") })
+        .insert(Header { key: "event-version", value: Some("1") })
+        .insert(Header { key: "schema-id", value: Some(id.as_str()) });
+    let payload = bad.to_string();
+    let record = FutureRecord::to("checked").key("bad").payload(&payload).headers(headers);
+    raw.send(record, std::time::Duration::from_secs(10)).await.expect("sent");
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let config = ConsumerConfig::new(&b, "checking", &["checked"]).schema_registry(&served.url);
+    let consumer = Consumer::new(config).on(move |event: Envelope<OrderPlaced>, _ctx| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.lock().expect("lock").push(event.data.order_id);
+            Ok(())
+        }
+    });
+    let running = Running::start(consumer);
+    let dead = read_from_start(&b, "checked.dlq", 1, |m| {
+        let class = m.headers().and_then(|h| h.iter().find(|h| h.key == "dlq-error-class").and_then(|h| h.value));
+        (m.key().map(<[u8]>::to_vec), class.map(<[u8]>::to_vec))
+    });
+    wait("the good record handled", || !seen.lock().expect("lock").is_empty()).await;
+    running.stop().await;
+    assert_eq!(dead, [(Some(b"bad".to_vec()), Some(b"undecodable".to_vec()))]);
+    assert_eq!(seen.lock().expect("lock").clone(), ["good"], "the breaking record never reached the handler");
+    served.serving.shutdown().await;
+}

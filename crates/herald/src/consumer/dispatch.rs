@@ -289,6 +289,7 @@ mod tests {
             inbox: None,
             publisher: Arc::new(publisher),
             cancel: tokio::sync::watch::channel(false).0,
+            schemas: None,
         });
         let progress = SharedProgress::default();
         let (mut dispatcher, mut done_rx) = Dispatcher::new(shared, Arc::clone(&progress));

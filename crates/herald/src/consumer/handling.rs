@@ -21,6 +21,7 @@ use super::runtime::UnknownTypes;
 use super::{ConsumerConfig, Context, HandlerError, RetryDecision};
 use crate::Publisher;
 use crate::inbox::Inbox;
+use crate::registry::Schemas;
 use crate::time::now_ms;
 use crate::upcast::Upcasters;
 
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// Set once the shutdown deadline passes: messages still running on their tasks are
     /// cancelled (their futures dropped) and left uncommitted.
     pub(crate) cancel: tokio::sync::watch::Sender<bool>,
+    /// Schemas records are checked against, when the consumer has a registry.
+    pub(crate) schemas: Option<Arc<Schemas>>,
 }
 
 /// One event type's handler and its metric handles (registered once, not per message).
@@ -127,6 +130,9 @@ fn try_first_attempt(record: &Arc<Record>, shared: &Shared) -> First {
     let Some(route) = record.header("event-type").and_then(|t| shared.handlers.get(t)) else {
         return First::NotStarted; // unknown types are skipped or dead-lettered by `handle`
     };
+    if shared.schemas.is_some() && schema_id(record).is_some() {
+        return First::NotStarted; // its schema is checked first, by `handle`
+    }
     let inbox = match &shared.inbox {
         Some(inbox) => match inbox.immediate() {
             Some(immediate) => Some(immediate),
@@ -208,9 +214,12 @@ pub(crate) async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, m
         let result = match first.take() {
             Some(Started::Failed(error)) => Err(error),
             Some(Started::Waiting(running)) => finish_running(running, shared, &route.handler_seconds).await,
-            None => match route.start(&record, context(&record, shared, attempt)) {
-                Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
+            None => match check_schema(&record, shared, event_type).await {
                 Err(error) => Err(error),
+                Ok(()) => match route.start(&record, context(&record, shared, attempt)) {
+                    Ok(ready) => run_once(ready, shared, &route.handler_seconds).await,
+                    Err(error) => Err(error),
+                },
             },
         };
         let error = match result {
@@ -238,6 +247,28 @@ pub(crate) async fn handle(record: Arc<Record>, parked: bool, shared: &Shared, m
             }
         }
     }
+}
+
+/// The schema id a record names: its `schema-id` header, or Confluent's framing.
+fn schema_id(record: &Record) -> Option<u32> {
+    if let Some(id) = record.header("schema-id").and_then(|v| v.parse().ok()) {
+        return Some(id);
+    }
+    match record.payload() {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// Checks a record that names a schema against it: `Undecodable` when it does not follow
+/// it (dead-lettered at once), retryable when the registry cannot be asked.
+async fn check_schema(record: &Record, shared: &Shared, event_type: &str) -> Result<(), HandlerError> {
+    let (Some(schemas), Some(id)) = (&shared.schemas, schema_id(record)) else { return Ok(()) };
+    let known = schemas.for_id(id, event_type).await.map_err(|e| HandlerError::Retryable(e.to_string()))?;
+    let envelope: serde_json::Value = serde_json::from_slice(record.envelope_bytes())
+        .map_err(|e| HandlerError::Undecodable(format!("not JSON: {e}")))?;
+    let checked = if known.data_only { &envelope["data"] } else { &envelope };
+    known.validate(event_type, checked).map_err(|e| HandlerError::Undecodable(e.to_string()))
 }
 
 fn inbox_error(error: crate::inbox::InboxError) -> HandlerError {

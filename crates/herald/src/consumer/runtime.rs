@@ -27,6 +27,7 @@ use super::{Context, HandlerError, RetryPolicy};
 use crate::envelope::ENVELOPE_BYTES_MAX_DEFAULT;
 use crate::inbox::Inbox;
 use crate::publisher::apply_overrides;
+use crate::registry::{RegistrySettings, Schemas};
 use crate::sync::lock;
 use crate::time::now_ms;
 use crate::upcast::Upcasters;
@@ -85,6 +86,10 @@ pub struct ConsumerConfig {
     /// last (so they override herald's choices) to the consumer and to the default
     /// publisher it creates for dead letters and follow-up events.
     pub rdkafka: Vec<(String, String)>,
+    /// A schema registry: a record that names its schema (a `schema-id` header or
+    /// Confluent's framing) is checked against it before its handler runs, and one that
+    /// does not follow it is dead-lettered as `undecodable`.
+    pub schema_registry: Option<RegistrySettings>,
 }
 
 impl ConsumerConfig {
@@ -105,6 +110,7 @@ impl ConsumerConfig {
             envelope_max_bytes: ENVELOPE_BYTES_MAX_DEFAULT,
             session_timeout: Duration::from_secs(10),
             rdkafka: Vec::new(),
+            schema_registry: None,
         }
     }
 
@@ -144,6 +150,12 @@ impl ConsumerConfig {
         envelope_max_bytes: usize,
         /// Sets `session.timeout.ms`.
         session_timeout: Duration,
+    }
+
+    /// Checks records that name a schema against it in the registry at `url`.
+    pub fn schema_registry(mut self, url: impl Into<String>) -> Self {
+        self.schema_registry = Some(RegistrySettings::new(url));
+        self
     }
 
     /// Adds a librdkafka setting, applied after herald's own to the consumer and its
@@ -350,6 +362,7 @@ impl Consumer {
             })?,
         };
         let _pruner = self.inbox.as_ref().map(|inbox| Pruner::start(Arc::clone(inbox)));
+        let schemas = config.schema_registry.clone().map(|settings| Arc::new(Schemas::new(settings)));
         let shared = Arc::new(Shared {
             config,
             group,
@@ -357,6 +370,7 @@ impl Consumer {
             inbox: self.inbox,
             publisher: Arc::new(publisher),
             cancel: tokio::sync::watch::channel(false).0,
+            schemas,
         });
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&shared));
         let config = &shared.config;

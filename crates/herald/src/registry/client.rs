@@ -37,6 +37,16 @@ pub(super) async fn latest(settings: &RegistrySettings, subject: &str) -> Result
     Ok((id, schema))
 }
 
+/// The schema with `id`, if it is JSON Schema.
+pub(super) async fn by_id(settings: &RegistrySettings, id: u32) -> Result<Value, String> {
+    let url = format!("{}/schemas/ids/{id}", settings.url.trim_end_matches('/'));
+    let answer = call(settings, url, None).await?;
+    if answer["schemaType"] != "JSON" {
+        return Err(format!("schema {id} is {}, not JSON Schema", answer["schemaType"].as_str().unwrap_or("AVRO")));
+    }
+    answer["schema"].as_str().and_then(|s| serde_json::from_str(s).ok()).ok_or_else(|| format!("no schema in {answer}"))
+}
+
 /// GET (or POST `body`) on a blocking thread.
 async fn call(settings: &RegistrySettings, url: String, body: Option<Value>) -> Result<Value, String> {
     let timeout = settings.timeout;

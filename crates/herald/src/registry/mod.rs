@@ -115,6 +115,16 @@ pub(crate) struct Known {
 }
 
 impl Known {
+    /// Compiles schema `id` of `subject`. Herald's own envelope schema for `event_type`
+    /// is compiled on its data part (the envelope is right by construction); any other
+    /// schema whole.
+    fn compile(id: u32, subject: String, event_type: &str, schema: &Value) -> Result<Self, String> {
+        let data_part = data_part(event_type, schema);
+        let checked = data_part.as_ref().unwrap_or(schema);
+        let validator = jsonschema::validator_for(checked).map_err(|e| format!("the schema does not compile: {e}"))?;
+        Ok(Self { id, id_text: id.to_string(), subject, validator, data_only: data_part.is_some() })
+    }
+
     /// Checks the event (its data if [`Self::data_only`], else the envelope, as a JSON
     /// value) against the schema.
     pub(crate) fn validate(&self, event_type: &str, value: &Value) -> Result<(), SchemaError> {
@@ -147,6 +157,8 @@ pub(crate) struct Schemas {
     known: tokio::sync::Mutex<HashMap<String, Arc<Known>>>,
     /// Topic -> (event type, schema): the per-publish lookup, without allocating.
     by_topic: RwLock<ByTopic>,
+    /// Schemas by id, for consumers.
+    by_id: RwLock<HashMap<u32, Arc<Known>>>,
 }
 
 impl Schemas {
@@ -156,6 +168,7 @@ impl Schemas {
             given: Mutex::new(HashMap::new()),
             known: tokio::sync::Mutex::new(HashMap::new()),
             by_topic: RwLock::new(HashMap::new()),
+            by_id: RwLock::new(HashMap::new()),
         }
     }
 
@@ -182,6 +195,21 @@ impl Schemas {
         Ok(found)
     }
 
+    /// The schema with `id` (for a consumer checking a record of `event_type`), fetched
+    /// once.
+    pub(crate) async fn for_id(&self, id: u32, event_type: &str) -> Result<Arc<Known>, SchemaError> {
+        if let Some(found) = read(&self.by_id).get(&id) {
+            return Ok(Arc::clone(found));
+        }
+        let subject = format!("schema id {id}");
+        let fail =
+            |reason: String| SchemaError::Registry { url: self.settings.url.clone(), subject: subject.clone(), reason };
+        let schema = client::by_id(&self.settings, id).await.map_err(fail)?;
+        let found = Arc::new(Known::compile(id, subject.clone(), event_type, &schema).map_err(fail)?);
+        write(&self.by_id).insert(id, Arc::clone(&found));
+        Ok(found)
+    }
+
     async fn resolve_subject(&self, topic: &str, event_type: &str) -> Result<Arc<Known>, SchemaError> {
         let subject = self.settings.subject(topic, event_type);
         let mut known = self.known.lock().await;
@@ -199,14 +227,7 @@ impl Schemas {
             }
             None => client::latest(&self.settings, &subject).await.map_err(fail)?,
         };
-        // Herald's own envelope schema: the envelope is right by construction, so only the
-        // data is checked (against its part, with the definitions it refers to).
-        let data_part = data_part(event_type, &schema);
-        let checked = data_part.as_ref().unwrap_or(&schema);
-        let validator =
-            jsonschema::validator_for(checked).map_err(|e| fail(format!("the schema does not compile: {e}")))?;
-        let data_only = data_part.is_some();
-        let found = Arc::new(Known { id, id_text: id.to_string(), subject: subject.clone(), validator, data_only });
+        let found = Arc::new(Known::compile(id, subject.clone(), event_type, &schema).map_err(fail)?);
         known.insert(subject, Arc::clone(&found));
         Ok(found)
     }
