@@ -76,6 +76,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A record reads itself; a field added with a default keeps it backward
+        /// compatible, and without one breaks it.
+        #[test]
+        fn fields_with_defaults_evolve(names in proptest::collection::btree_set("[a-h]", 1..5), kind in 0..3usize) {
+            let types = ["int", "string", "boolean"];
+            let fields: Vec<String> = names.iter().map(|n| format!(r#"{{"name":"{n}","type":"{}"}}"#, types[kind])).collect();
+            let old = record(&fields.join(","));
+            proptest::prop_assert!(can_read(&old, &old).is_empty());
+            let with_default = format!(r#"{},{{"name":"zz","type":"long","default":7}}"#, fields.join(","));
+            proptest::prop_assert!(can_read(&record(&with_default), &old).is_empty());
+            let without = format!(r#"{},{{"name":"zz","type":"long"}}"#, fields.join(","));
+            proptest::prop_assert!(!can_read(&record(&without), &old).is_empty());
+        }
+    }
+
     #[test]
     fn invalid_schemas_and_references() {
         assert!(parse(r#"{"type":"record","name":"X"}"#, &[]).is_err(), "no fields");

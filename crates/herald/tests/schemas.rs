@@ -24,7 +24,7 @@ struct OrderPlaced {
     order_id: String,
     qty: u32,
 }
-herald::event!(OrderPlaced, type = "order.placed", version = 1, key = order_id);
+herald::event!(OrderPlaced, type = "order.placed", version = 2, key = order_id);
 
 struct Served {
     registry: Arc<Registry>,
@@ -189,5 +189,45 @@ async fn a_consumer_with_the_registry_dead_letters_a_record_that_breaks_its_sche
     running.stop().await;
     assert_eq!(dead, [(Some(b"bad".to_vec()), Some(b"undecodable".to_vec()))]);
     assert_eq!(seen.lock().expect("lock").clone(), ["good"], "the breaking record never reached the handler");
+    served.serving.shutdown().await;
+}
+
+// `order.placed` as first published (v1) and as handlers know it now (v2).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+struct OrderPlacedV1 {
+    order_id: String,
+    count: u32,
+}
+herald::event!(OrderPlacedV1, type = "order.placed", version = 1, topic = "orders.versioned", key = order_id);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_version_is_checked_against_its_own_schema_then_reaches_the_handler_upcast() {
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let served = registry().await;
+    let publisher =
+        Publisher::new(PublisherConfig::default().brokers(&b).schema_registry(&served.url)).expect("publisher");
+    publisher.derive_schema::<OrderPlacedV1>();
+    publisher.publish(OrderPlacedV1 { order_id: "o1".into(), count: 4 }).await.expect("published as v1");
+
+    let upcasters = herald::upcast::Upcasters::new().register("order.placed", 1, |mut data| {
+        data["qty"] = data["count"].take();
+        Ok(data)
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let config = ConsumerConfig::new(&b, "upcasting", &["orders.versioned"]).schema_registry(&served.url);
+    let consumer =
+        Consumer::new(config).upcasters(Arc::new(upcasters)).on(move |event: Envelope<OrderPlaced>, _ctx| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().expect("lock").push(event.data);
+                Ok(())
+            }
+        });
+    let running = Running::start(consumer);
+    wait("the v1 event handled as v2", || !seen.lock().expect("lock").is_empty()).await;
+    running.stop().await;
+    assert_eq!(seen.lock().expect("lock").clone(), [order("o1", 4)]);
     served.serving.shutdown().await;
 }
