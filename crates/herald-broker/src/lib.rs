@@ -45,7 +45,7 @@ pub mod internals {
     pub use crate::group::{
         Committed, Group, GroupError, GroupListing, GroupManager, GroupState, OffsetStore, Pending,
     };
-    pub use crate::new_records::{NewRecord, encode_batch};
+    pub use crate::new_records::{NewRecord, encode_batch, replay};
     pub use crate::partition::Partition;
     pub use crate::request::{FrameError, Reply, decode_request, handle_frame};
     pub use crate::server::Server;

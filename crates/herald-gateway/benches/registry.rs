@@ -15,7 +15,7 @@ use axum::Router;
 use axum::http::header;
 use axum::routing::get;
 use herald_gateway::{GatewayConfig, RunningRegistry};
-use herald_registry::{NewSchema, Registry, RegistryConfig, SCHEMAS_DIR, SchemaType};
+use herald_registry::{NewSchema, Registry, SchemaType};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -75,12 +75,7 @@ fn main() {
     let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let (herald, minimal, _serving) = servers.block_on(async {
-        let registry = Registry::open(
-            Arc::new(herald_log::FsStorage),
-            dir.path().join(SCHEMAS_DIR),
-            herald_log::LogConfig::default(),
-            RegistryConfig::default(),
-        )
+        let registry = Registry::open_in(dir.path())
         .expect("registry");
         let schema = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int","default":0},{"name":"note","type":["null","string"],"default":null}]}"#;
         let new = NewSchema { schema: schema.into(), kind: SchemaType::Avro, references: Vec::new() };

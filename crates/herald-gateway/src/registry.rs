@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::auth::{Scope, Tokens, authorize};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
+use crate::server::Listening;
 
 /// Confluent's content type.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -519,11 +520,7 @@ fn router(app: Arc<RegistryApp>) -> Router {
 
 /// The schema registry's HTTP listener.
 #[derive(Debug)]
-pub struct RunningRegistry {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct RunningRegistry(Listening);
 
 impl RunningRegistry {
     /// Serves `registry` on `listen` with `config`'s tokens and body limit; refuses a
@@ -533,13 +530,7 @@ impl RunningRegistry {
         config: &GatewayConfig,
         registry: Arc<Registry>,
     ) -> Result<Self, GatewayError> {
-        if !listen.ip().is_loopback() && config.tokens.is_none() && !config.insecure {
-            return Err(GatewayError::Insecure(listen));
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| GatewayError::Listen { address: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Listen { address: listen, source })?;
+        let (listener, addr) = Listening::bind(listen, config).await?;
         // Room for a schema at the registry's limit, JSON-escaped.
         let body_bytes_max = config.body_bytes_max.max(2 << 20);
         let app = Arc::new(RegistryApp {
@@ -548,32 +539,18 @@ impl RunningRegistry {
             body_bytes_max,
             by_id: Default::default(),
         });
-        let (stop, mut stopping) = watch::channel(false);
-        let service = router(app);
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            };
-            if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
-                tracing::error!(%error, "the schema registry's listener stopped");
-            }
-        });
+        let serving = Listening::serve(listener, addr, router(app), watch::channel(false).0, "schema registry");
         tracing::info!(schema_registry = %addr, "herald schema registry ready");
-        Ok(Self { addr, stop, task })
+        Ok(Self(serving))
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.0.local_addr()
     }
 
     /// Stops accepting and waits a little for requests in flight.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
-        }
+        self.0.shutdown().await;
     }
 }

@@ -72,65 +72,102 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// A gateway serving HTTP for a broker in the same process.
+/// A bound listener serving a router until stopped: the gateway's and the schema
+/// registry's.
 #[derive(Debug)]
-pub struct RunningGateway {
+pub(crate) struct Listening {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl RunningGateway {
-    /// Binds `config.listen` and serves `broker`. Refuses a non-loopback address without
-    /// tokens unless `config.insecure`.
-    pub async fn start(config: GatewayConfig, broker: Arc<Broker>) -> Result<Self, GatewayError> {
-        if !config.listen.ip().is_loopback() && config.tokens.is_none() && !config.insecure {
-            return Err(GatewayError::Insecure(config.listen));
+impl Listening {
+    /// Binds `listen`; refuses a non-loopback address without tokens unless
+    /// `config.insecure`.
+    pub(crate) async fn bind(
+        listen: SocketAddr,
+        config: &GatewayConfig,
+    ) -> Result<(tokio::net::TcpListener, SocketAddr), GatewayError> {
+        if !listen.ip().is_loopback() && config.tokens.is_none() && !config.insecure {
+            return Err(GatewayError::Insecure(listen));
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| GatewayError::Listen { address: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Listen { address: config.listen, source })?;
-        // Events are small and each should leave at once, not wait for Nagle.
+        let error = |source| GatewayError::Listen { address: listen, source };
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(error)?;
+        let addr = listener.local_addr().map_err(error)?;
+        Ok((listener, addr))
+    }
+
+    /// Serves `service` on `listener` until `stop` says so; `what` names it in logs.
+    pub(crate) fn serve(
+        listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        service: Router,
+        stop: watch::Sender<bool>,
+        what: &'static str,
+    ) -> Self {
+        // Answers are small and each should leave at once, not wait for Nagle.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
             let _ = tcp.set_nodelay(true);
         });
-        let (stop, stopping) = watch::channel(false);
-        let app = Arc::new(App {
-            broker,
-            streams: Arc::new(Semaphore::new(config.streams_max)),
-            config,
-            stopping: stopping.clone(),
-            metrics: metrics::handle(),
-            round_robin: AtomicU64::new(0),
-            tails: Tails::default(),
-        });
-        let service = router(app);
-        let mut until = stopping;
+        let mut until = stop.subscribe();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = until.wait_for(|s| *s).await;
             };
             if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
-                tracing::error!(%error, "the HTTP gateway stopped");
+                tracing::error!(%error, listener = what, "an HTTP listener stopped");
             }
         });
-        tracing::info!(http = %addr, "herald gateway ready");
-        Ok(Self { addr, stop, task })
+        Self { addr, stop, task }
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops accepting, ends the streams, and waits a little for requests in flight.
-    pub async fn shutdown(self) {
+    /// Stops accepting and waits a little for requests in flight.
+    pub(crate) async fn shutdown(self) {
         let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+/// A gateway serving HTTP for a broker in the same process.
+#[derive(Debug)]
+pub struct RunningGateway(Listening);
+
+impl RunningGateway {
+    /// Binds `config.listen` and serves `broker`. Refuses a non-loopback address without
+    /// tokens unless `config.insecure`.
+    pub async fn start(config: GatewayConfig, broker: Arc<Broker>) -> Result<Self, GatewayError> {
+        let (listener, addr) = Listening::bind(config.listen, &config).await?;
+        let (stop, stopping) = watch::channel(false);
+        let app = Arc::new(App {
+            broker,
+            streams: Arc::new(Semaphore::new(config.streams_max)),
+            config,
+            stopping,
+            metrics: metrics::handle(),
+            round_robin: AtomicU64::new(0),
+            tails: Tails::default(),
+        });
+        let serving = Listening::serve(listener, addr, router(app), stop, "gateway");
+        tracing::info!(http = %addr, "herald gateway ready");
+        Ok(Self(serving))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+
+    /// Stops accepting, ends the streams, and waits a little for requests in flight.
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }

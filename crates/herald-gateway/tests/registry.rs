@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use common::{Reply, call};
 use herald_gateway::{GatewayConfig, RunningRegistry, Tokens};
-use herald_log::{FsStorage, LogConfig};
-use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR};
+use herald_registry::Registry;
 use serde_json::{Value, json};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -23,13 +22,7 @@ struct Served {
 
 async fn serve(config: GatewayConfig) -> Served {
     let dir = tempfile::tempdir().expect("dir");
-    let registry = Registry::open(
-        Arc::new(FsStorage),
-        dir.path().join(SCHEMAS_DIR),
-        LogConfig::default(),
-        RegistryConfig::default(),
-    )
-    .expect("registry");
+    let registry = Registry::open_in(dir.path()).expect("registry");
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let serving = RunningRegistry::start(listen, &config, Arc::new(registry)).await.expect("listener");
     Served { at: serving.local_addr(), serving, _dir: dir }

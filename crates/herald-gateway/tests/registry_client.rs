@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use common::Served;
 use herald_gateway::{GatewayConfig, RunningRegistry};
-use herald_log::{FsStorage, LogConfig};
-use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR};
+use herald_registry::Registry;
 
 fn python() -> Option<std::path::PathBuf> {
     let found = std::env::var_os("HERALD_PYTHON").map(std::path::PathBuf::from).filter(|p| p.exists());
@@ -31,13 +30,7 @@ async fn confluent_python_client_registers_evolves_and_serializes_through_the_br
     let Some(python) = python() else { return };
     let served = Served::start(GatewayConfig::default()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let registry = Registry::open(
-        Arc::new(FsStorage),
-        dir.path().join(SCHEMAS_DIR),
-        LogConfig::default(),
-        RegistryConfig::default(),
-    )
-    .expect("registry");
+    let registry = Registry::open_in(dir.path()).expect("registry");
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let serving =
         RunningRegistry::start(listen, &GatewayConfig::default(), Arc::new(registry)).await.expect("listener");

@@ -7,10 +7,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Buf, Bytes};
-use herald_broker::internals::{NewRecord, encode_batch, now_ms};
+use bytes::Bytes;
+use herald_broker::internals::{NewRecord, encode_batch, now_ms, replay};
 use herald_log::{Log, LogConfig, LogError, Storage};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::RegistryError;
 use crate::model::{Candidate, Change, Level, Mode, State, Stored, Which};
@@ -78,35 +77,21 @@ impl Registry {
         let log_config = LogConfig { retention_ms: None, retention_bytes: None, ..log_config };
         let log = Log::open(storage, dir, log_config)?;
         let mut state = State::default();
-        let mut next = log.log_start_offset();
-        while next < log.high_watermark() {
-            let read = log.read(next, 1 << 20)?;
-            if read.bytes.is_empty() {
-                break;
+        replay(&log, SCHEMAS_DIR, |offset, value| {
+            match value.and_then(|v| serde_json::from_slice::<Change>(v).ok()) {
+                Some(change) => state.apply(change),
+                None => tracing::warn!(offset, "unreadable schema log record skipped"),
             }
-            let before = next;
-            let mut bytes = Bytes::from(read.bytes);
-            while bytes.has_remaining() {
-                let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-                    tracing::warn!(
-                        offset = next,
-                        "undecodable batch in the schema log; skipping the rest of this read"
-                    );
-                    break;
-                };
-                for record in set.records {
-                    next = next.max(record.offset as u64 + 1);
-                    match record.value.as_ref().and_then(|v| serde_json::from_slice::<Change>(v).ok()) {
-                        Some(change) => state.apply(change),
-                        None => tracing::warn!(offset = record.offset, "unreadable schema log record skipped"),
-                    }
-                }
-            }
-            if next == before {
-                break;
-            }
-        }
+        })?;
         Ok(Self { log, state: Mutex::new(state), config })
+    }
+
+    /// Opens (or creates) a registry under `data_dir` on the file system with default
+    /// settings (tests, tools, benchmarks; `herald serve` passes the broker's storage and
+    /// log settings to [`Registry::open`]).
+    pub fn open_in(data_dir: &std::path::Path) -> Result<Self, LogError> {
+        let storage: Arc<dyn Storage> = Arc::new(herald_log::FsStorage);
+        Self::open(storage, data_dir.join(SCHEMAS_DIR), LogConfig::default(), RegistryConfig::default())
     }
 
     /// Closes the log cleanly.

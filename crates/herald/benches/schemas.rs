@@ -16,7 +16,7 @@ use herald::testkit::TestBroker;
 use herald::{Publisher, PublisherConfig};
 use herald_broker::{BrokerConfig, Durability, ServerConfig};
 use herald_gateway::{GatewayConfig, RunningRegistry};
-use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR};
+use herald_registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -69,13 +69,7 @@ fn main() {
         let config =
             BrokerConfig { durability: Durability::Interval(Duration::from_secs(1)), ..BrokerConfig::default() };
         let broker = TestBroker::start_with(config, ServerConfig::default()).await;
-        let registry = Registry::open(
-            Arc::new(herald_log::FsStorage),
-            dir.path().join(SCHEMAS_DIR),
-            herald_log::LogConfig::default(),
-            RegistryConfig::default(),
-        )
-        .expect("registry");
+        let registry = Registry::open_in(dir.path()).expect("registry");
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let serving =
             RunningRegistry::start(listen, &GatewayConfig::default(), Arc::new(registry)).await.expect("listener");

@@ -14,7 +14,7 @@ use herald::registry::{Framing, SchemaError};
 use herald::testkit::TestBroker;
 use herald::{Envelope, PublishError, Publisher, PublisherConfig};
 use herald_gateway::{GatewayConfig, RunningRegistry};
-use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR, Which};
+use herald_registry::{Registry, Which};
 use rdkafka::Message as _;
 use rdkafka::message::Headers as _;
 use serde::{Deserialize, Serialize};
@@ -35,13 +35,7 @@ struct Served {
 
 async fn registry() -> Served {
     let dir = tempfile::tempdir().expect("dir");
-    let registry = Registry::open(
-        Arc::new(herald_log::FsStorage),
-        dir.path().join(SCHEMAS_DIR),
-        herald_log::LogConfig::default(),
-        RegistryConfig::default(),
-    )
-    .expect("registry");
+    let registry = Registry::open_in(dir.path()).expect("registry");
     let registry = Arc::new(registry);
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let serving =

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use herald_log::{Log, LogConfig, LogError, Storage};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::new_records::NewRecord;
 
@@ -74,37 +73,10 @@ impl OffsetStore {
         };
         let log = Log::open(storage, dir, config)?;
         let mut offsets = BTreeMap::new();
-        let mut next = log.log_start_offset();
-        loop {
-            let read = log.read(next, 1 << 20)?;
-            if read.bytes.is_empty() {
-                break;
-            }
-            let mut bytes = Bytes::from(read.bytes);
-            while bytes.has_remaining() {
-                let before = bytes.remaining();
-                let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-                    tracing::warn!(
-                        offset = next,
-                        "undecodable batch in the group offsets log; skipping the rest of this read"
-                    );
-                    break;
-                };
-                for record in set.records {
-                    next = next.max(record.offset as u64 + 1);
-                    match record.value.as_ref().and_then(|v| decode_change(v)) {
-                        Some(change) => apply(&mut offsets, change),
-                        None => tracing::warn!(offset = record.offset, "unreadable group offsets record skipped"),
-                    }
-                }
-                if bytes.remaining() == before {
-                    break;
-                }
-            }
-            if next >= read.high_watermark {
-                break;
-            }
-        }
+        crate::new_records::replay(&log, OFFSETS_DIR, |offset, value| match value.and_then(decode_change) {
+            Some(change) => apply(&mut offsets, change),
+            None => tracing::warn!(offset, "unreadable group offsets record skipped"),
+        })?;
         Ok(Self { log, offsets: Mutex::new(offsets), compact_bytes })
     }
 
