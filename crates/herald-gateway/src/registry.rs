@@ -332,6 +332,14 @@ async fn raw_version(
     ))
 }
 
+async fn referenced_by(
+    _: Allowed<0>,
+    State(app): State<Arc<RegistryApp>>,
+    Path((subject, which)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    ok(&json!(app.registry.referenced_by(&subject, Which::parse(&which)?)?))
+}
+
 async fn delete_version(
     _: Allowed<2>,
     State(app): State<Arc<RegistryApp>>,
@@ -504,6 +512,7 @@ fn router(app: Arc<RegistryApp>) -> Router {
         .route("/subjects/{subject}/versions", get(versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(version).delete(delete_version))
         .route("/subjects/{subject}/versions/{version}/schema", get(raw_version))
+        .route("/subjects/{subject}/versions/{version}/referencedby", get(referenced_by))
         .route("/compatibility/subjects/{subject}/versions", post(compatible_with_all))
         .route("/compatibility/subjects/{subject}/versions/{version}", post(compatible_with_version))
         .route("/config", get(get_level).put(set_level).delete(delete_level))

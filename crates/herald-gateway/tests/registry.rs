@@ -85,6 +85,7 @@ async fn the_confluent_api_end_to_end() {
     assert_eq!(request(at, "POST", "/subjects/audit-value/versions", Some(v1.clone())).await.1, json!({ "id": 1 }));
     let uses = request(at, "GET", "/schemas/ids/1/versions", None).await.1;
     assert_eq!(uses, json!([{ "subject": "audit-value", "version": 1 }, { "subject": "orders-value", "version": 1 }]));
+    assert_eq!(request(at, "GET", "/subjects/orders-value/versions/1/referencedby", None).await, (200, json!([])));
     let found = request(at, "POST", "/subjects/orders-value", Some(evolved.clone())).await.1;
     assert_eq!((found["version"].clone(), found["id"].clone()), (json!(2), json!(2)));
 

@@ -454,6 +454,21 @@ impl State {
         }
     }
 
+    /// Ids of live schemas that refer to `subject`'s `version`.
+    pub(crate) fn referrers(&self, subject: &str, version: i32) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .subjects
+            .values()
+            .flatten()
+            .filter(|e| !e.deleted)
+            .map(|e| e.id)
+            .filter(|id| self.schemas[id].references.iter().any(|r| r.subject == subject && r.version == version))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     fn referenced(&self, subject: &str, version: i32) -> bool {
         self.subjects
             .values()

@@ -192,6 +192,13 @@ impl Registry {
         Ok(state.uses(id, deleted))
     }
 
+    /// Ids of the schemas that refer to `subject`'s version `which`.
+    pub fn referenced_by(&self, subject: &str, which: Which) -> Result<Vec<u32>, RegistryError> {
+        let state = self.state();
+        let (version, _) = state.version(subject, which, false)?;
+        Ok(state.referrers(subject, version))
+    }
+
     /// Why `new` may not follow `subject`'s version `which` (or, with `None`, the versions
     /// its level checks) — empty when it may.
     pub fn check(&self, subject: &str, which: Option<Which>, new: &NewSchema) -> Result<Vec<String>, RegistryError> {

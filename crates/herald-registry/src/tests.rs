@@ -133,6 +133,31 @@ fn modes_and_bad_input_get_confluents_codes() {
 }
 
 #[test]
+fn references_resolve_are_listed_and_keep_what_they_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let registry = open(dir.path());
+    let address = NewSchema {
+        schema: r#"{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}"#.into(),
+        ..NewSchema::default()
+    };
+    let address_id = registry.register("address", &address, None).expect("address");
+    let user = |references| NewSchema {
+        schema: r#"{"type":"record","name":"User","fields":[{"name":"home","type":"Address"}]}"#.into(),
+        kind: SchemaType::Avro,
+        references,
+    };
+    assert_eq!(code(registry.register("user", &user(Vec::new()), None)), 42201, "Address is unknown without it");
+    let reference = crate::Reference { name: "Address".into(), subject: "address".into(), version: 1 };
+    let user_id = registry.register("user", &user(vec![reference.clone()]), None).expect("user");
+    assert_ne!(user_id, address_id);
+    assert_eq!(registry.referenced_by("address", Which::Number(1)).expect("referrers"), [user_id]);
+    assert_eq!(code(registry.delete_version("address", Which::Number(1), false)), 42206, "still referred to");
+    let missing = crate::Reference { version: 9, ..reference };
+    assert_eq!(code(registry.register("user2", &user(vec![missing]), None)), 42201, "a reference to nothing");
+    assert_eq!(registry.version("user", Which::Latest, false).expect("user").schema.references.len(), 1);
+}
+
+#[test]
 fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
     let registry = open(dir.path());
