@@ -247,3 +247,42 @@ async fn a_dry_run_reset_changes_nothing_and_an_executed_one_moves_the_offsets()
     problem(&bad, 422);
     served.stop().await;
 }
+
+/// A few kilobytes of zstd that would inflate to 80 MiB: reading it is refused with a
+/// problem (the decoder stops at 64 MiB), and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_refused_not_inflated() {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    let served = Served::start(GatewayConfig::default()).await;
+    served.broker().create_topic("bomb", Some(1), BTreeMap::new(), false).expect("topic");
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms(),
+        key: None,
+        value: Some(bytes::Bytes::from(vec![0u8; 80 << 20])),
+        headers: Default::default(),
+    };
+    let mut encoded = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::Zstd };
+    RecordBatchEncoder::encode(&mut encoded, [record].iter(), &options).expect("encoded");
+    assert!(encoded.len() < 1 << 20, "{} bytes compressed", encoded.len());
+    let (partition, max_bytes) = served.broker().partition_for_produce("bomb", 0).expect("partition");
+    let appended = partition.append(&mut encoded.to_vec(), max_bytes.max(2 << 20), now_ms()).expect("appended");
+    partition.log().sync_through(appended.durable_at).expect("durable, so readable");
+
+    let page = call(served.http, "GET", "/api/v1/topics/bomb/partitions/0/messages", &[], None).await;
+    assert_eq!((page.status, page.body.len() < 4096), (500, true), "refused, not inflated");
+    let detail = problem(&page, 500);
+    assert!(detail.contains("more than"), "{detail}");
+    assert_eq!(call(served.http, "GET", "/healthz", &[], None).await.status, 200, "still serving");
+    served.stop().await;
+}

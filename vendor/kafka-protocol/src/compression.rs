@@ -7,6 +7,21 @@ use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::Result;
 
 #[cfg(feature = "gzip")]
+/// Most bytes one record batch may decompress to (Herald's patch: a small compressed batch
+/// must not be able to claim gigabytes; a batch past this is refused as undecodable).
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Reads `reader` to its end, refusing more than [`DECOMPRESSED_BYTES_MAX`] bytes.
+pub(crate) fn read_bounded(reader: impl std::io::Read, what: &str) -> anyhow::Result<bytes::Bytes> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    reader.take(DECOMPRESSED_BYTES_MAX as u64 + 1).read_to_end(&mut out).map_err(|e| anyhow::anyhow!("Failed to decompress {what}: {e}"))?;
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        anyhow::bail!("{what} batch decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes");
+    }
+    Ok(out.into())
+}
+
 mod gzip;
 #[cfg(feature = "lz4")]
 mod lz4;
