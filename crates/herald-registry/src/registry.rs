@@ -273,7 +273,7 @@ impl Registry {
         }
     }
 
-    /// Sets (or removes) a mode. IMPORT needs the subject (or registry) to be empty.
+    /// Sets (or removes) a mode; returns the one set before.
     pub fn set_mode(&self, subject: Option<&str>, mode: Option<Mode>) -> Result<Option<Mode>, RegistryError> {
         let mut state = self.state();
         let before = match subject {

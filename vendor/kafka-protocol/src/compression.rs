@@ -6,7 +6,6 @@
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::Result;
 
-#[cfg(feature = "gzip")]
 /// Most bytes one record batch may decompress to (Herald's patch: a small compressed batch
 /// must not be able to claim gigabytes; a batch past this is refused as undecodable).
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
@@ -22,6 +21,7 @@ pub(crate) fn read_bounded(reader: impl std::io::Read, what: &str) -> anyhow::Re
     Ok(out.into())
 }
 
+#[cfg(feature = "gzip")]
 mod gzip;
 #[cfg(feature = "lz4")]
 mod lz4;
