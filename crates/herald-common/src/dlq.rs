@@ -120,11 +120,14 @@ pub struct RedriveOptions {
     pub key: Option<Vec<u8>>,
     /// Refuse records already redriven this many times.
     pub max_redrives: u32,
+    /// Only these (partition, offset) records (progress is then not recorded, so the
+    /// others stay).
+    pub records: Option<std::collections::BTreeSet<(i32, i64)>>,
 }
 
 impl Default for RedriveOptions {
     fn default() -> Self {
-        Self { dry_run: false, rate: 0, key: None, max_redrives: DEFAULT_MAX_REDRIVES }
+        Self { dry_run: false, rate: 0, key: None, max_redrives: DEFAULT_MAX_REDRIVES, records: None }
     }
 }
 
@@ -198,7 +201,8 @@ impl Redrive {
 
     /// Decides about the record at `partition`/`offset` with `key` and `headers`.
     pub fn offer(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, headers: &[RawHeader<'_>]) -> Step {
-        if self.options.key.as_deref().is_some_and(|wanted| key != Some(wanted)) {
+        let unselected = self.options.records.as_ref().is_some_and(|only| !only.contains(&(partition, offset)));
+        if unselected || self.options.key.as_deref().is_some_and(|wanted| key != Some(wanted)) {
             self.tally.filtered += 1;
             return Step::Filtered;
         }
@@ -232,9 +236,10 @@ impl Redrive {
 
     /// Where to record that the redrive got to, once every send was acknowledged: each
     /// partition's offset after its last record sent. `None` for a dry run, a redrive of
-    /// one key (the others stay for later), or when nothing was sent.
+    /// one key or of chosen records (the others stay for later), or when nothing was sent.
     pub fn progress(&self) -> Option<&BTreeMap<i32, i64>> {
-        let recorded = !self.options.dry_run && self.options.key.is_none() && !self.progress.is_empty();
+        let whole = self.options.key.is_none() && self.options.records.is_none();
+        let recorded = !self.options.dry_run && whole && !self.progress.is_empty();
         recorded.then_some(&self.progress)
     }
 }
@@ -285,6 +290,18 @@ mod tests {
         assert_eq!(names, [b"event-type".as_slice(), REDRIVE_COUNT.as_bytes()]);
         assert_eq!(resend.headers[1].1.as_deref(), Some(b"2".as_slice()));
         assert_eq!(redrive.progress().map(|p| p[&0]), Some(8));
+    }
+
+    #[test]
+    fn chosen_records_alone_are_sent_and_progress_is_not_recorded() {
+        let only = [(0, 3), (1, 5)].into_iter().collect();
+        let mut redrive = Redrive::new(RedriveOptions { records: Some(only), ..Default::default() }, Instant::now());
+        assert_eq!(redrive.offer(0, 2, None, &letter(None)), Step::Filtered);
+        assert!(matches!(redrive.offer(0, 3, None, &letter(None)), Step::Send(_)));
+        assert_eq!(redrive.offer(1, 3, None, &letter(None)), Step::Filtered);
+        assert!(matches!(redrive.offer(1, 5, None, &letter(None)), Step::Send(_)));
+        assert_eq!((redrive.tally().redriven, redrive.tally().filtered), (2, 2));
+        assert_eq!(redrive.progress(), None, "the records not chosen stay for a later redrive");
     }
 
     #[test]

@@ -76,8 +76,12 @@ impl Tokens {
     }
 }
 
-/// The token a request carries: `Authorization: Bearer <token>`, or `access_token=` in
-/// the query (an `EventSource` cannot set headers).
+/// The cookie the console's login sets (`HttpOnly`, `SameSite=Strict`: other sites' pages
+/// never send it).
+pub(crate) const TOKEN_COOKIE: &str = "herald_token";
+
+/// The token a request carries: `Authorization: Bearer <token>`, `access_token=` in
+/// the query (an `EventSource` cannot set headers), or the console's cookie.
 fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, Problem> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or_default();
@@ -88,7 +92,23 @@ fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>,
     }
     let from_query =
         query.unwrap_or_default().split('&').find_map(|pair| pair.strip_prefix("access_token=")).map(str::to_string);
-    Ok(from_query)
+    Ok(from_query.or_else(|| cookie(headers, TOKEN_COOKIE)))
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether `token` is one of `tokens` (any scope).
+pub(crate) fn known(tokens: &Tokens, token: &str) -> bool {
+    tokens.scope_of(token).is_some()
 }
 
 /// Checks that the request's token has `need`.

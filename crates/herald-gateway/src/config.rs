@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     pub read_limit_max: usize,
     /// Most bytes read from one partition at a time.
     pub read_bytes_max: u32,
+    /// How often the console samples rates and lag.
+    pub sample_every: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +58,7 @@ impl Default for GatewayConfig {
             ws_subscriptions_max: 64,
             read_limit_max: 1_000,
             read_bytes_max: 1 << 20,
+            sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -100,6 +103,12 @@ impl GatewayConfig {
     /// Sets the most streams at once.
     pub fn streams_max(mut self, streams: usize) -> Self {
         self.streams_max = streams;
+        self
+    }
+
+    /// Sets how often the console samples rates and lag.
+    pub fn sample_every(mut self, every: Duration) -> Self {
+        self.sample_every = every.max(Duration::from_millis(10));
         self
     }
 

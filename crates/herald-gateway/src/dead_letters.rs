@@ -98,7 +98,7 @@ pub(crate) async fn page(
 }
 
 /// A dead letter as shown: the record, plus what its `dlq-*` headers say.
-fn shown(message: Message) -> serde_json::Value {
+pub(crate) fn shown(message: Message) -> serde_json::Value {
     let letter = DeadLetter::from_headers(
         message.headers.iter().map(|(name, value)| (name.as_bytes(), value.as_str().map(str::as_bytes))),
     );
@@ -142,13 +142,13 @@ fn yes() -> bool {
 
 /// What a redrive did.
 #[derive(Debug, Default)]
-struct Outcome {
-    tally: Tally,
-    progress_recorded: bool,
+pub(crate) struct Outcome {
+    pub(crate) tally: Tally,
+    pub(crate) progress_recorded: bool,
     /// The gateway began stopping: the rest is left for a later redrive.
-    stopped: bool,
+    pub(crate) stopped: bool,
     /// A dry run's first decisions.
-    plan: Vec<serde_json::Value>,
+    pub(crate) plan: Vec<serde_json::Value>,
 }
 
 /// `POST /api/v1/topics/{topic}/dead-letters/redrive`: sends the dead letters after the
@@ -169,6 +169,7 @@ pub(crate) async fn redrive(
         rate: request.rate,
         key: request.key.map(String::into_bytes),
         max_redrives: request.max_redrives.unwrap_or(herald_common::dlq::DEFAULT_MAX_REDRIVES),
+        records: None,
     };
     let dry_run = options.dry_run;
     let app2 = Arc::clone(&app);
@@ -186,7 +187,7 @@ pub(crate) async fn redrive(
 
 /// Reads `topic` from `group`'s progress to the ends it has now, acting on each decision
 /// (blocking: log reads, appends, waits for the rate).
-fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOptions) -> Result<Outcome, Problem> {
+pub(crate) fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOptions) -> Result<Outcome, Problem> {
     let broker = &app.broker;
     let meta = broker.topic(topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
     let mut decisions = herald_common::dlq::Redrive::new(options, Instant::now());

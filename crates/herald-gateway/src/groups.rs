@@ -34,7 +34,7 @@ pub(crate) fn group_ids(broker: &Broker) -> BTreeSet<String> {
 }
 
 /// Every group with its state (a group that only holds offsets is `Empty`).
-fn group_states(broker: &Broker) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn group_states(broker: &Broker) -> std::collections::BTreeMap<String, String> {
     let mut groups: std::collections::BTreeMap<String, String> =
         broker.groups().list().into_iter().map(|g| (g.group_id, format!("{:?}", g.state))).collect();
     for id in broker.groups().offsets().groups() {

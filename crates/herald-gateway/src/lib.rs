@@ -12,6 +12,7 @@
 
 mod auth;
 mod config;
+mod console;
 mod cursor;
 mod dead_letters;
 mod error;
@@ -35,7 +36,8 @@ pub use auth::{Scope, Tokens};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use registry::RunningRegistry;
-pub use server::RunningGateway;
+pub use console::workflows;
+pub use server::{RunningGateway, Sources};
 
 /// For benchmarks: a produce batch as the gateway builds it.
 #[doc(hidden)]

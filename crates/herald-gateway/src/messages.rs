@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::auth::{Read, Write};
 use crate::cursor::{Cursor, Filter, From, Item, parse_time};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::records::{self, Outgoing};
+use crate::records::{self, Message, Outgoing};
 use crate::server::{App, blocking};
 
 /// Where a page starts and how long it is.
@@ -39,35 +39,80 @@ pub(crate) async fn page(
     let limit = query.limit.unwrap_or(100).clamp(1, app.config.read_limit_max);
     let broker = Arc::clone(&app.broker);
     let max_bytes = app.config.read_bytes_max;
-    let (messages, next) = blocking(move || {
-        let meta = broker.topic(&topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
-        if partition < 0 || partition as u32 >= meta.partitions {
-            return Err(Problem::not_found(format!("topic {topic:?} has no partition {partition}")));
-        }
-        let from = match (query.offset, query.time) {
-            (Some(offset), _) => From::Token(format!("{partition}:{}", offset.max(0))),
-            (None, Some(time)) => From::Time(parse_time(&time)?),
-            (None, None) => From::Earliest,
-        };
-        let filter = Filter { partitions: vec![partition], ..Filter::default() };
-        let mut cursor = Cursor::open(&broker, &topic, &from, filter)?;
-        let mut messages = Vec::new();
-        while messages.len() < limit {
-            let items = cursor.read(&broker, max_bytes)?;
-            if items.is_empty() {
-                break;
-            }
-            messages.extend(items.into_iter().filter_map(|item| match item {
-                Item::Event(message, _) => Some(*message),
-                Item::Gap { .. } => None,
-            }));
-        }
-        messages.truncate(limit);
-        let next = messages.last().map_or_else(|| cursor.position(partition).unwrap_or(0), |m| m.offset + 1);
-        Ok((messages, next))
+    let from = match (query.offset, query.time) {
+        (Some(offset), _) => From::Token(format!("{partition}:{}", offset.max(0))),
+        (None, Some(time)) => From::Time(parse_time(&time)?),
+        (None, None) => From::Earliest,
+    };
+    let Scanned { messages, next, .. } = blocking(move || {
+        let wanted = Wanted { limit, budget: usize::MAX, max_bytes };
+        scan(&broker, &topic, partition, &from, wanted, |_| true)
     })
     .await?;
     Ok(axum::Json(serde_json::json!({ "messages": messages, "nextOffset": next })).into_response())
+}
+
+/// How much a [`scan`] returns and reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wanted {
+    /// Records kept at most.
+    pub(crate) limit: usize,
+    /// Records read at most (kept or not).
+    pub(crate) budget: usize,
+    /// Bytes per log read.
+    pub(crate) max_bytes: u32,
+}
+
+/// What a [`scan`] found.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub(crate) messages: Vec<Message>,
+    /// Where the next scan goes on from.
+    pub(crate) next: i64,
+    /// The budget ran out before `limit` records were kept or the end was reached.
+    pub(crate) out_of_budget: bool,
+}
+
+/// Reads one partition from `from`, keeping the records `keep` admits, until `limit` are
+/// kept, the end is reached or `budget` records were read (blocking: log reads).
+pub(crate) fn scan(
+    broker: &Arc<herald_broker::internals::Broker>,
+    topic: &str,
+    partition: i32,
+    from: &From,
+    wanted: Wanted,
+    keep: impl Fn(&Message) -> bool,
+) -> Result<Scanned, Problem> {
+    let meta = broker.topic(topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
+    if partition < 0 || partition as u32 >= meta.partitions {
+        return Err(Problem::not_found(format!("topic {topic:?} has no partition {partition}")));
+    }
+    let filter = Filter { partitions: vec![partition], ..Filter::default() };
+    let mut cursor = Cursor::open(broker, topic, from, filter)?;
+    let start = cursor.position(partition).unwrap_or(0);
+    let read_so_far = |cursor: &Cursor| (cursor.position(partition).unwrap_or(0) - start).max(0) as usize;
+    let mut messages = Vec::new();
+    while messages.len() < wanted.limit && read_so_far(&cursor) < wanted.budget {
+        let items = cursor.read(broker, wanted.max_bytes)?;
+        if items.is_empty() {
+            break;
+        }
+        for item in items {
+            if let Item::Event(message, _) = item
+                && messages.len() < wanted.limit
+                && keep(&message)
+            {
+                messages.push(*message);
+            }
+        }
+    }
+    let full = messages.len() >= wanted.limit;
+    let next = match messages.last() {
+        // Records read past the last one kept are read again by the next page.
+        Some(last) if full => last.offset + 1,
+        _ => cursor.position(partition).unwrap_or(start),
+    };
+    Ok(Scanned { out_of_budget: !full && read_so_far(&cursor) >= wanted.budget, messages, next })
 }
 
 /// A record to produce: `value` is sent as JSON text unless `valueEncoding` says

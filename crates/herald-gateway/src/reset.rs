@@ -29,12 +29,12 @@ pub(crate) enum To {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Reset {
-    topic: String,
+    pub(crate) topic: String,
     /// Partitions to move (all when absent).
-    partitions: Option<Vec<i32>>,
-    to: To,
+    pub(crate) partitions: Option<Vec<i32>>,
+    pub(crate) to: To,
     #[serde(default = "yes")]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 fn yes() -> bool {
@@ -44,10 +44,10 @@ fn yes() -> bool {
 /// One partition's move.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Move {
-    partition: i32,
-    current: Option<i64>,
-    new: i64,
+pub(crate) struct Move {
+    pub(crate) partition: i32,
+    pub(crate) current: Option<i64>,
+    pub(crate) new: i64,
 }
 
 pub(crate) async fn reset(
@@ -56,20 +56,26 @@ pub(crate) async fn reset(
     Path(group): Path<String>,
     Json(reset): Json<Reset>,
 ) -> Result<Response, Problem> {
+    let dry_run = reset.dry_run;
+    let moves = run(&app, group, reset).await?;
+    Ok(axum::Json(serde_json::json!({ "dryRun": dry_run, "offsets": moves })).into_response())
+}
+
+/// Plans `reset` of `group` and, unless it is a dry run, applies it; refused while the
+/// group has members.
+pub(crate) async fn run(app: &App, group: String, reset: Reset) -> Result<Vec<Move>, Problem> {
     if app.broker.groups().describe(&group).is_some_and(|g| !g.members().is_empty()) {
         return Err(Problem::new(StatusCode::CONFLICT, format!("group {group:?} has members: stop them first")));
     }
     let broker = Arc::clone(&app.broker);
-    let dry_run = reset.dry_run;
-    let moves = blocking(move || {
+    blocking(move || {
         let moves = plan(&broker, &group, &reset)?;
         if !reset.dry_run {
             apply(&broker, &group, &reset.topic, &moves)?;
         }
         Ok(moves)
     })
-    .await?;
-    Ok(axum::Json(serde_json::json!({ "dryRun": dry_run, "offsets": moves })).into_response())
+    .await
 }
 
 /// Where each partition would go (blocking: reads time indexes).

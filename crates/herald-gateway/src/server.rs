@@ -1,8 +1,8 @@
 //! [`RunningGateway`]: the router, its shared state, start and shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,11 +12,16 @@ use herald_broker::internals::Broker;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
+use herald_registry::Registry;
+
 use crate::config::GatewayConfig;
+use crate::console::dead_letters::RedriveLog;
+use crate::console::history::{self, History};
+use crate::console::workflows::Workflows;
 use crate::error::GatewayError;
 use crate::problem::Problem;
 use crate::tail::Tails;
-use crate::{auth, dead_letters, groups, messages, metrics, openapi, reset, sse, topics, ws};
+use crate::{auth, console, dead_letters, groups, messages, metrics, openapi, reset, sse, topics, ws};
 
 /// How long a shutdown waits for requests in flight (streams end at once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -35,7 +40,27 @@ pub(crate) struct App {
     pub(crate) round_robin: AtomicU64,
     /// The live edges of topics with streams.
     pub(crate) tails: Tails,
+    /// The schema registry, for the console's schema pages.
+    pub(crate) registry: Option<Arc<Registry>>,
+    /// A service's sagas and projections, for the console.
+    pub(crate) workflows: Option<Arc<dyn Workflows>>,
+    /// Samples over time (rates, lag charts).
+    pub(crate) history: Arc<Mutex<History>>,
+    /// The console's redrives since start, newest first.
+    pub(crate) redrives: RedriveLog,
 }
+
+/// What the console reads besides the broker.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The schema registry `herald serve` runs.
+    pub registry: Option<Arc<Registry>>,
+    /// A service's database (`herald serve --database-url`).
+    pub workflows: Option<Arc<dyn Workflows>>,
+}
+
+/// Samples the console keeps (an hour at the default interval).
+const HISTORY_SAMPLES: usize = 720;
 
 /// Runs `work` on a blocking thread (log and registry IO).
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -62,6 +87,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/healthz", get(metrics::healthz))
         .route("/readyz", get(metrics::readyz))
+        .merge(console::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
@@ -145,8 +171,15 @@ impl RunningGateway {
     /// Binds `config.listen` and serves `broker`. Refuses a non-loopback address without
     /// tokens unless `config.insecure`.
     pub async fn start(config: GatewayConfig, broker: Arc<Broker>) -> Result<Self, GatewayError> {
+        Self::start_with(config, broker, Sources::default()).await
+    }
+
+    /// [`start`](Self::start), with what the console shows besides the broker.
+    pub async fn start_with(config: GatewayConfig, broker: Arc<Broker>, sources: Sources) -> Result<Self, GatewayError> {
         let (listener, addr) = Listening::bind(config.listen, &config).await?;
         let (stop, stopping) = watch::channel(false);
+        let history = Arc::new(Mutex::new(History::new(HISTORY_SAMPLES)));
+        tokio::spawn(history::run(Arc::clone(&broker), Arc::clone(&history), config.sample_every, stopping.clone()));
         let app = Arc::new(App {
             broker,
             streams: Arc::new(Semaphore::new(config.streams_max)),
@@ -155,6 +188,10 @@ impl RunningGateway {
             metrics: metrics::handle(),
             round_robin: AtomicU64::new(0),
             tails: Tails::default(),
+            registry: sources.registry,
+            workflows: sources.workflows,
+            history,
+            redrives: RedriveLog::default(),
         });
         let serving = Listening::serve(listener, addr, router(app), stop, "gateway");
         tracing::info!(http = %addr, "herald gateway ready");
