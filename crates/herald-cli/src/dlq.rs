@@ -66,7 +66,8 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<()> {
         DlqCommand::Redrive { topic, dry_run, rate, key, max_redrives, group } => {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-            let options = RedriveOptions { dry_run, rate, key: key.map(String::into_bytes), max_redrives, records: None };
+            let options =
+                RedriveOptions { dry_run, rate, key: key.map(String::into_bytes), max_redrives, records: None };
             runtime.block_on(redrive(cluster, &dlq_topic(&topic), options, &group))
         }
     }

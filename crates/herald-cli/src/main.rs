@@ -5,6 +5,7 @@
 
 mod bench;
 mod cluster;
+mod console_source;
 mod consume;
 mod database;
 mod dlq;

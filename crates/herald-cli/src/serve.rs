@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use herald_broker::{BrokerConfig, Durability, RunningBroker, ServerConfig};
-use herald_gateway::{GatewayConfig, RunningGateway, RunningRegistry, Tokens};
+use herald_gateway::{GatewayConfig, RunningGateway, RunningRegistry, Sources, Tokens};
 use herald_registry::{Registry, RegistryConfig, SCHEMAS_DIR};
 use serde::Deserialize;
 
@@ -70,6 +70,10 @@ pub(crate) struct ServeArgs {
     /// Serve HTTP on a non-loopback address without tokens.
     #[arg(long, env = "HERALD_HTTP_INSECURE")]
     http_insecure: bool,
+    /// A service's database (`postgres://...` or `sqlite:path`) whose sagas and
+    /// projections the web console shows. Opening it runs herald's migrations there.
+    #[arg(long, env = "HERALD_CONSOLE_DATABASE_URL")]
+    database_url: Option<String>,
     /// Address of the schema registry (the Confluent REST API), or `off`
     /// [default: 127.0.0.1:8081]. It takes the gateway's tokens and limits.
     #[arg(long, env = "HERALD_SCHEMA_REGISTRY_LISTEN")]
@@ -129,6 +133,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let (http, http_on) = gateway_settings(&args, &file)?;
     let registry_listen = registry_address(&args, &file)?;
+    let database_url = args.database_url.clone();
     let (broker, server) = settings(args, file)?;
     let server_grace_ms = server.shutdown_grace.as_millis() as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -146,8 +151,22 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             None => None,
         };
+        let sources = Sources {
+            registry: registry.as_ref().map(|(_, registry)| Arc::clone(registry)),
+            workflows: match database_url.as_deref().map(open_service_db) {
+                Some(opening) => match opening.await {
+                    Ok(db) => Some(db),
+                    Err(error) => {
+                        stop_registry(registry).await;
+                        running.shutdown().await?;
+                        return Err(error);
+                    }
+                },
+                None => None,
+            },
+        };
         let gateway = match http_on {
-            true => match RunningGateway::start(http, Arc::clone(running.broker())).await {
+            true => match RunningGateway::start_with(http, Arc::clone(running.broker()), sources).await {
                 Ok(gateway) => Some(gateway),
                 Err(error) => {
                     stop_registry(registry).await;
@@ -169,6 +188,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         running.shutdown().await?;
         Ok(())
     })
+}
+
+/// The service database the console reads sagas and projections from.
+async fn open_service_db(url: &str) -> anyhow::Result<Arc<dyn herald_gateway::workflows::Workflows>> {
+    let db = crate::console_source::ServiceDb::open(url)
+        .await
+        .with_context(|| format!("--database-url {}", crate::database::redact(url)))?;
+    tracing::info!(database = %crate::database::redact(url), "the console reads sagas and projections from this database");
+    Ok(Arc::new(db))
 }
 
 /// Opens the schema registry's log in the data directory and serves it on `listen`.

@@ -40,7 +40,7 @@ pub const REDRIVE_COUNT: &str = "herald-redrive-count";
 pub const DEFAULT_MAX_REDRIVES: u32 = 3;
 
 /// The consumer group that records how far redrives of a topic got, unless told otherwise.
-pub const DEFAULT_PROGRESS_GROUP: &str = "herald-common-redrive";
+pub const DEFAULT_PROGRESS_GROUP: &str = "herald-dlq-redrive";
 
 /// The dead-letter topic of `topic` (`orders` and `orders.dlq` both give `orders.dlq`).
 pub fn dlq_topic(topic: &str) -> String {

@@ -34,9 +34,9 @@ mod ws;
 
 pub use auth::{Scope, Tokens};
 pub use config::GatewayConfig;
+pub use console::workflows;
 pub use error::GatewayError;
 pub use registry::RunningRegistry;
-pub use console::workflows;
 pub use server::{RunningGateway, Sources};
 
 /// For benchmarks: a produce batch as the gateway builds it.

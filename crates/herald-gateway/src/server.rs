@@ -175,7 +175,11 @@ impl RunningGateway {
     }
 
     /// [`start`](Self::start), with what the console shows besides the broker.
-    pub async fn start_with(config: GatewayConfig, broker: Arc<Broker>, sources: Sources) -> Result<Self, GatewayError> {
+    pub async fn start_with(
+        config: GatewayConfig,
+        broker: Arc<Broker>,
+        sources: Sources,
+    ) -> Result<Self, GatewayError> {
         let (listener, addr) = Listening::bind(config.listen, &config).await?;
         let (stop, stopping) = watch::channel(false);
         let history = Arc::new(Mutex::new(History::new(HISTORY_SAMPLES)));

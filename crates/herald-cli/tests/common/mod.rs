@@ -1,6 +1,8 @@
 //! `herald serve` as a child process, shared by the tests that run the real binary.
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own part
 
+pub mod webdriver;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;

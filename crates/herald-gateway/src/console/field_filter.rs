@@ -23,15 +23,8 @@ enum Op {
 }
 
 /// Operators, longest first so `<=` is not read as `<`.
-const OPS: [(&str, Op); 7] = [
-    ("!=", Op::Ne),
-    ("<=", Op::Le),
-    (">=", Op::Ge),
-    ("=", Op::Eq),
-    ("<", Op::Lt),
-    (">", Op::Gt),
-    ("~", Op::Contains),
-];
+const OPS: [(&str, Op); 7] =
+    [("!=", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("=", Op::Eq), ("<", Op::Lt), (">", Op::Gt), ("~", Op::Contains)];
 
 /// One `path op value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +64,9 @@ impl FieldFilter {
 
 fn condition(text: &str) -> Result<Condition, String> {
     let is_path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$');
-    let at = text.find(|c: char| !is_path(c)).ok_or_else(|| format!("{text:?}: write field op value, e.g. data.total > 100"))?;
+    let at = text
+        .find(|c: char| !is_path(c))
+        .ok_or_else(|| format!("{text:?}: write field op value, e.g. data.total > 100"))?;
     let (path, rest) = text.split_at(at);
     let rest = rest.trim_start();
     let (symbol, op) = OPS

@@ -89,6 +89,7 @@ pub(crate) async fn detail(_: Reader, State(app): State<Arc<App>>, Path(group): 
         .unwrap_or_default();
     let (broker, name) = (Arc::clone(&app.broker), group.clone());
     let lags = blocking(move || Ok(lag_of(&broker, &name))).await?;
+    let rows = with_uncommitted(&app, &lags);
     let series = app.history.lock().map(|h| h.lag_of(&group)).unwrap_or_default();
     let mut topics: Vec<String> = lags.iter().map(|l| l.topic.clone()).collect();
     topics.dedup();
@@ -97,7 +98,7 @@ pub(crate) async fn detail(_: Reader, State(app): State<Arc<App>>, Path(group): 
         h2 { "Members" }
         (members_table(&members))
         h2 { "Lag" }
-        (lag_table(&lags))
+        (lag_table(&rows))
         h2 { "Total lag over time" }
         (chart(&series))
         h2 { "Reset offsets" }
@@ -119,16 +120,38 @@ fn members_table(members: &[MemberRow]) -> Markup {
     }
 }
 
-fn lag_table(lags: &[Lag]) -> Markup {
+/// A partition of a topic the group reads: its end, and its lag if the group committed
+/// there (a partition without a commit has no lag until a consumer picks a start).
+type LagRow<'a> = (&'a str, i32, i64, Option<&'a Lag>);
+
+/// Every partition of the topics in `lags`, as `herald groups describe` lists them.
+fn with_uncommitted<'a>(app: &App, lags: &'a [Lag]) -> Vec<LagRow<'a>> {
+    let mut topics: Vec<&str> = lags.iter().map(|l| l.topic.as_str()).collect();
+    topics.dedup();
+    let mut rows = Vec::new();
+    for topic in topics {
+        let partitions = app.broker.topic(topic).map_or(0, |m| m.partitions as i32);
+        for partition in 0..partitions {
+            let lag = lags.iter().find(|l| l.topic == topic && l.partition == partition);
+            let end = app.broker.partition(topic, partition).map_or(0, |p| p.log().high_watermark() as i64);
+            rows.push((topic, partition, end, lag));
+        }
+    }
+    rows
+}
+
+fn lag_table(rows: &[LagRow<'_>]) -> Markup {
+    let dash = || "–".to_string();
     html! {
-        @if lags.is_empty() { p.muted { "No committed offsets." } }
+        @if rows.is_empty() { p.muted { "No committed offsets." } }
         @else { table #lag {
             thead { tr { th { "Topic" } th.n { "Partition" } th.n { "Committed" } th.n { "End" } th.n { "Lag (records)" } th.n { "Lag (seconds)" } } }
-            tbody { @for l in lags {
-                tr data-topic=(l.topic) data-partition=(l.partition) data-lag=(l.lag) {
-                    td { a href={ "/topics/" (encode(&l.topic)) } { (l.topic) } } td.n { (l.partition) }
-                    td.n { (l.committed.map_or_else(|| "–".to_string(), |c| c.to_string())) }
-                    td.n { (l.log_end) } td.n { (l.lag) } td.n { (layout::seconds(l.lag_seconds)) }
+            tbody { @for (topic, partition, end, lag) in rows {
+                tr data-topic=(topic) data-partition=(partition) data-lag=(lag.map_or_else(String::new, |l| l.lag.to_string())) {
+                    td { a href={ "/topics/" (encode(topic)) } { (topic) } } td.n { (partition) }
+                    td.n { (lag.and_then(|l| l.committed).map_or_else(dash, |c| c.to_string())) }
+                    td.n { (end) } td.n { (lag.map_or_else(dash, |l| l.lag.to_string())) }
+                    td.n { (lag.map_or_else(dash, |l| layout::seconds(l.lag_seconds))) }
                 }
             } }
         } }
@@ -206,7 +229,9 @@ impl ResetForm {
         let to = match self.to.as_str() {
             "earliest" => To::Earliest,
             "latest" => To::Latest,
-            "offset" => To::Offset(value.parse().map_err(|_| Problem::bad_request(format!("offset {value:?}: a number")))?),
+            "offset" => {
+                To::Offset(value.parse().map_err(|_| Problem::bad_request(format!("offset {value:?}: a number")))?)
+            }
             "time" => To::Time(parse_time(value)?),
             other => return Err(Problem::bad_request(format!("to {other:?}: earliest, latest, offset or time"))),
         };
@@ -264,7 +289,9 @@ mod tests {
         use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
         use kafka_protocol::protocol::{Encodable, StrBytes};
         let assigned = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
-            TopicPartition::default().with_topic(TopicName(StrBytes::from_static_str("orders"))).with_partitions(vec![0, 2]),
+            TopicPartition::default()
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![0, 2]),
         ]);
         let mut bytes = bytes::BytesMut::new();
         bytes.extend_from_slice(&1i16.to_be_bytes());

@@ -71,7 +71,8 @@ impl Matching {
     }
 
     fn admits(&self, message: &Message) -> bool {
-        let header = |(name, value): &(String, String)| message.headers.get(name).and_then(|v| v.as_str()) == Some(value);
+        let header =
+            |(name, value): &(String, String)| message.headers.get(name).and_then(|v| v.as_str()) == Some(value);
         self.key.as_ref().is_none_or(|k| message.key.as_ref() == Some(k))
             && self.event_type.as_deref().is_none_or(|t| message.event_type() == Some(t))
             && self.header.as_ref().is_none_or(header)
@@ -89,7 +90,8 @@ pub(crate) async fn browse(
     let partition = form.partition.unwrap_or(0);
     let from = match (form.offset.as_deref().map(str::trim), form.time.as_deref().map(str::trim)) {
         (Some(offset), _) if !offset.is_empty() => {
-            let offset: i64 = offset.parse().map_err(|_| Problem::bad_request(format!("offset {offset:?}: a number")))?;
+            let offset: i64 =
+                offset.parse().map_err(|_| Problem::bad_request(format!("offset {offset:?}: a number")))?;
             From::Token(format!("{partition}:{}", offset.max(0)))
         }
         (_, Some(time)) if !time.is_empty() => From::Time(parse_time(time)?),
@@ -131,7 +133,9 @@ fn browse_form(topic: &str, partitions: u32, partition: i32, form: &Browse) -> M
 
 fn results(topic: &str, partition: i32, form: &Browse, found: &Scanned) -> Markup {
     let mut next = format!("/topics/{}/messages?partition={partition}&offset={}", encode(topic), found.next);
-    for (name, value) in [("key", &form.key), ("type", &form.event_type), ("header", &form.header), ("where", &form.field)] {
+    for (name, value) in
+        [("key", &form.key), ("type", &form.event_type), ("header", &form.header), ("where", &form.field)]
+    {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
             next.push_str(&format!("&{name}={}", encode(value)));
         }

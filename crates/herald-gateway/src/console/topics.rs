@@ -133,7 +133,8 @@ fn readers(app: &App, topic: &str) -> Vec<(String, i64)> {
         .groups()
         .into_iter()
         .filter_map(|group| {
-            let lags: Vec<i64> = app.broker.group_lag(&group).iter().filter(|l| l.topic == topic).map(|l| l.lag).collect();
+            let lags: Vec<i64> =
+                app.broker.group_lag(&group).iter().filter(|l| l.topic == topic).map(|l| l.lag).collect();
             (!lags.is_empty()).then(|| (group, lags.iter().sum()))
         })
         .collect()

@@ -116,7 +116,9 @@ pub(crate) struct Filter {
 }
 
 pub(crate) async fn sagas(_: Reader, State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Answer {
-    let Some(source) = app.workflows.clone() else { return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response()) };
+    let Some(source) = app.workflows.clone() else {
+        return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response());
+    };
     let counts = source.saga_counts().await.map_err(failed)?;
     let status = filter.status.clone().unwrap_or_default();
     let instances = match filter.saga.as_deref() {
@@ -149,7 +151,9 @@ pub(crate) async fn sagas(_: Reader, State(app): State<Arc<App>>, Query(filter):
 }
 
 pub(crate) async fn saga(_: Reader, State(app): State<Arc<App>>, Path((saga, id)): Path<(String, String)>) -> Answer {
-    let Some(source) = app.workflows.clone() else { return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response()) };
+    let Some(source) = app.workflows.clone() else {
+        return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response());
+    };
     let found = source.saga(&saga, &id).await.map_err(failed)?;
     let timeline = found.ok_or_else(|| Problem::not_found(format!("no instance {id:?} of saga {saga:?}")))?;
     let i = &timeline.instance;
