@@ -6,6 +6,8 @@
 //! console error or a failed request. Screenshots go to `target/tmp/console-screenshots`.
 
 mod common;
+#[path = "../../herald/examples/order_saga/saga.rs"]
+mod saga;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,11 +82,45 @@ fn post_json(url: &str, body: &Value) {
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
 }
 
+/// The seeds' order saga run through herald's saga store in a service's SQLite file: one
+/// order completed, one still running.
+fn seed_sagas(file: &Path) {
+    use herald::saga::{Incoming, SagaConfig, SagaRunner, SqliteSagas};
+    use saga::*;
+    fn incoming<E: herald::Event>(event: E) -> Incoming {
+        Incoming::new(&event, None).expect("encode")
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let options = herald::outbox::sqlite_options(file.to_path_buf());
+        let pool =
+            sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options).await.expect("sqlite");
+        let runner = SagaRunner::new(
+            SqliteSagas::new(pool.clone()).await.expect("sagas"),
+            OrderSaga::default(),
+            SagaConfig::default(),
+        );
+        let o1 = || "o1".to_string();
+        let events = [
+            incoming(OrderPlaced { order_id: o1(), customer: "ada".into(), amount_cents: 4200 }),
+            incoming(InventoryReserved { order_id: o1() }),
+            incoming(PaymentSucceeded { order_id: o1() }),
+            incoming(OrderShipped { order_id: o1() }),
+            incoming(OrderPlaced { order_id: "o2".into(), customer: "bob".into(), amount_cents: 100 }),
+        ];
+        for event in &events {
+            runner.handle(event).await.expect("handled");
+        }
+        pool.close().await;
+    });
+}
+
 #[test]
 fn the_console_works_in_a_real_browser() {
     let Some(chromedriver) = tool("chromedriver", "HERALD_REQUIRE_CHROMIUM") else { return };
     let Some(kcat) = tool("kcat", "HERALD_REQUIRE_KCAT") else { return };
     let dir = tempfile::tempdir().expect("dir");
+    seed_sagas(&dir.path().join("service.db"));
     let database = format!("sqlite:{}?mode=rwc", dir.path().join("service.db").display());
     let served = common::serve(&dir.path().join("data"), &["--database-url", &database]);
     let registry = address(&served.lines, "herald schema registry ready", "schema_registry");
@@ -221,6 +257,24 @@ fn the_console_works_in_a_real_browser() {
             browser.log().into_iter().filter(|(level, _)| level == "SEVERE" || level == "WARNING").collect();
         assert!(problems.is_empty(), "{path}: {problems:?}");
     }
+    // The service's sagas: counts by state, then one saga's timeline.
+    browser.open(&format!("{site}/sagas"));
+    let counts = browser.eval(
+        "return [...document.querySelectorAll('#saga-counts tbody tr')].map(r => r.innerText.split('\\t').join(' '));",
+        json!([]),
+    );
+    let counts: Vec<&str> = counts.as_array().expect("rows").iter().filter_map(Value::as_str).collect();
+    assert!(
+        counts.iter().any(|r| r.ends_with("completed 1")) && counts.iter().any(|r| r.ends_with("running 1")),
+        "{counts:?}"
+    );
+    browser.click("#saga-counts tbody tr a");
+    browser.click("#saga-instances a");
+    let timeline = browser.eval("return document.querySelectorAll('#saga-timeline tbody tr').length;", json!([]));
+    assert!(timeline.as_i64().unwrap_or(0) >= 2, "a timeline: {timeline} at {}", browser.url());
+    browser.screenshot(&shots.join("saga.png"));
+    assert!(browser.log().is_empty());
+
     browser.open(&format!("{site}/flows/flow-7"));
     let flow = browser.eval("return document.querySelectorAll('table.messages > tbody > tr').length;", json!([]));
     assert_eq!(flow, json!(3), "the flow lists kcat's three records");
