@@ -115,12 +115,73 @@ fn seed_sagas(file: &Path) {
     });
 }
 
+/// Counts `order.placed` events: a projection with one table.
+struct Placed;
+
+const PLACED_TABLES: [herald::projection::Table; 1] =
+    [herald::projection::Table { name: "placed", create: "CREATE TABLE {table} (order_id TEXT NOT NULL)" }];
+
+impl herald::projection::Projection<herald::projection::SqliteProjections> for Placed {
+    fn name(&self) -> &str {
+        "placed"
+    }
+
+    fn event_types(&self) -> &[&str] {
+        &["order.placed"]
+    }
+
+    fn tables(&self) -> &[herald::projection::Table] {
+        &PLACED_TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        event: &'a herald::store::StoredEvent,
+        tx: &'a mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> herald::projection::ApplyFuture<'a> {
+        Box::pin(async move {
+            let insert = format!("INSERT INTO {} (order_id) VALUES (?)", herald::projection::versioned("placed", 1));
+            let query = sqlx::query(sqlx::AssertSqlSafe(insert)).bind(&event.stream_id);
+            query.execute(&mut **tx).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Three orders placed and projected, then two more appended: `placed` is 2 behind.
+fn seed_projection(file: &Path) {
+    use herald::projection::{ProjectionRunner, RunnerConfig, SqliteProjections};
+    use herald::store::{EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let options = herald::outbox::sqlite_options(file.to_path_buf());
+        let pool =
+            sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options).await.expect("sqlite");
+        let store = SqliteEventStore::new(pool.clone()).await.expect("store");
+        let append = async |n: u32| {
+            let placed = saga::OrderPlaced { order_id: format!("p{n}"), customer: "ada".into(), amount_cents: 1 };
+            let event = NewEvent::new(&herald::Envelope::new("shop", placed)).expect("encode");
+            store.append(&format!("p{n}"), ExpectedVersion::Any, vec![event]).await.expect("append");
+        };
+        for n in 0..3 {
+            append(n).await;
+        }
+        let projections = SqliteProjections::new(pool.clone()).await.expect("projections");
+        let runner = ProjectionRunner::new(store.clone(), projections, Placed, RunnerConfig::default());
+        runner.catch_up().await.expect("caught up");
+        for n in 3..5 {
+            append(n).await;
+        }
+        pool.close().await;
+    });
+}
+
 #[test]
 fn the_console_works_in_a_real_browser() {
     let Some(chromedriver) = tool("chromedriver", "HERALD_REQUIRE_CHROMIUM") else { return };
     let Some(kcat) = tool("kcat", "HERALD_REQUIRE_KCAT") else { return };
     let dir = tempfile::tempdir().expect("dir");
     seed_sagas(&dir.path().join("service.db"));
+    seed_projection(&dir.path().join("service.db"));
     let database = format!("sqlite:{}?mode=rwc", dir.path().join("service.db").display());
     let served = common::serve(&dir.path().join("data"), &["--database-url", &database]);
     let registry = address(&served.lines, "herald schema registry ready", "schema_registry");
@@ -274,6 +335,18 @@ fn the_console_works_in_a_real_browser() {
     assert!(timeline.as_i64().unwrap_or(0) >= 2, "a timeline: {timeline} at {}", browser.url());
     browser.screenshot(&shots.join("saga.png"));
     assert!(browser.log().is_empty());
+
+    // The projection is two events behind; a rebuild waits for its runner.
+    browser.open(&format!("{site}/projections"));
+    let row = browser.eval("return document.querySelector('#projections tbody tr').innerText;", json!([]));
+    assert!(row.as_str().is_some_and(|r| r.starts_with("placed\t1\tyes\t2\t")), "{row}");
+    browser.click("#projections tbody tr button");
+    browser.accept_alert();
+    assert!(browser.wait_for(
+        "return (document.querySelector('#projections tbody tr') || {}).innerText.includes('reset');",
+        Duration::from_secs(10)
+    ));
+    browser.screenshot(&shots.join("projections-rebuild.png"));
 
     browser.open(&format!("{site}/flows/flow-7"));
     let flow = browser.eval("return document.querySelectorAll('table.messages > tbody > tr').length;", json!([]));

@@ -123,6 +123,11 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/click"), Some(&json!({})));
     }
 
+    /// Accepts the open `confirm` dialog.
+    pub fn accept_alert(&self) {
+        self.call("POST", "/alert/accept", Some(&json!({})));
+    }
+
     /// The page's URL.
     pub fn url(&self) -> String {
         self.call("GET", "/url", None).as_str().unwrap_or_default().to_string()
