@@ -189,7 +189,7 @@ fn the_console_works_in_a_real_browser() {
     let (b, site) = (served.addr.clone(), format!("http://{http}"));
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let browser = Browser::start(&chromedriver);
+    let browser = Browser::start(&chromedriver, &[]);
 
     // A topic created in the UI is listed by kcat.
     browser.open(&format!("{site}/topics"));
@@ -348,9 +348,25 @@ fn the_console_works_in_a_real_browser() {
     ));
     browser.screenshot(&shots.join("projections-rebuild.png"));
 
+    // The keyboard: the first Tab reaches the skip link, Enter moves focus to the content.
+    browser.open(&format!("{site}/"));
+    browser.keys(&["\u{E004}"]);
+    assert_eq!(browser.eval("return document.activeElement.className;", json!([])), json!("skip"));
+    browser.keys(&["\u{E007}"]);
+    assert_eq!(browser.eval("return document.activeElement.id;", json!([])), json!("main"));
+
     browser.open(&format!("{site}/flows/flow-7"));
     let flow = browser.eval("return document.querySelectorAll('table.messages > tbody > tr').length;", json!([]));
     assert_eq!(flow, json!(3), "the flow lists kcat's three records");
     drop(browser);
+
+    // Dark, as a system set to dark mode shows it.
+    let dark = Browser::start(&chromedriver, &["--force-dark-mode"]);
+    dark.open(&format!("{site}/groups/console-g"));
+    assert_eq!(dark.eval("return matchMedia('(prefers-color-scheme: dark)').matches;", json!([])), json!(true));
+    let background = dark.eval("return getComputedStyle(document.body).backgroundColor;", json!([]));
+    assert_eq!(background, json!("rgb(21, 24, 28)"), "the dark palette");
+    dark.screenshot(&shots.join("group-dark.png"));
+    drop(dark);
     drop(served);
 }

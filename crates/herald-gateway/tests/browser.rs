@@ -4,15 +4,18 @@
 //! ids it received have no gap and no duplicate while records keep arriving.
 
 mod common;
+#[path = "../../herald-cli/tests/common/webdriver.rs"]
+mod webdriver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Random, Served, call, produce, tool};
+use common::{Random, Served, produce};
 use herald_gateway::GatewayConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use webdriver::{Browser, tool};
 
 const PAGE: &str = r#"<!doctype html><html><body><script>
 window.got = []; window.opens = 0;
@@ -60,83 +63,6 @@ async fn serve(mut client: TcpStream, gateway: SocketAddr, cut: Duration) {
     let _ = tokio::time::timeout(cut, tokio::io::copy_bidirectional(&mut client, &mut upstream)).await;
 }
 
-/// A WebDriver session of headless Chromium.
-struct Browser {
-    driver: std::process::Child,
-    url: SocketAddr,
-    session: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start(chromedriver: std::path::PathBuf) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let driver = std::process::Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let url = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(url).await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().expect("profile");
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let capabilities = serde_json::json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
-        }}});
-        let reply = common::json(url, "POST", "/session", &capabilities).await;
-        assert_eq!(reply.status, 200, "new session: {}", String::from_utf8_lossy(&reply.body));
-        let session = reply.json()["value"]["sessionId"].as_str().expect("session id").to_string();
-        Self { driver, url, session, _profile: profile }
-    }
-
-    async fn open(&self, page: &str) {
-        let reply = common::json(
-            self.url,
-            "POST",
-            &format!("/session/{}/url", self.session),
-            &serde_json::json!({ "url": page }),
-        )
-        .await;
-        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    }
-
-    async fn eval(&self, script: &str) -> serde_json::Value {
-        let body = serde_json::json!({ "script": script, "args": [] });
-        let reply = common::json(self.url, "POST", &format!("/session/{}/execute/sync", self.session), &body).await;
-        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-        reply.json()["value"].clone()
-    }
-
-    async fn close(mut self) {
-        let _ = call(self.url, "DELETE", &format!("/session/{}", self.session), &[], None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_event_source_resumes_without_gap_or_duplicate() {
     let Some(chromedriver) = tool("chromedriver", "HERALD_REQUIRE_CHROMIUM") else { return };
@@ -144,8 +70,10 @@ async fn a_browser_event_source_resumes_without_gap_or_duplicate() {
     let served = Served::start(GatewayConfig::default().stream_retry(Duration::from_millis(50))).await;
     served.broker().create_topic("browser", Some(3), BTreeMap::new(), false).expect("topic");
     let proxy = cutting_proxy(served.http).await;
-    let browser = Browser::start(chromedriver).await;
-    browser.open(&format!("http://{proxy}/")).await;
+    // WebDriver calls block: each runs where blocking is allowed.
+    let browser = tokio::task::block_in_place(|| Browser::start(&chromedriver, &[]));
+    let eval = |script: &str| tokio::task::block_in_place(|| browser.eval(script, serde_json::json!([])));
+    tokio::task::block_in_place(|| browser.open(&format!("http://{proxy}/")));
     let http = served.http;
     let producer = tokio::spawn(async move {
         for batch in 0..RECORDS / 10 {
@@ -157,7 +85,7 @@ async fn a_browser_event_source_resumes_without_gap_or_duplicate() {
     });
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let count = browser.eval("return window.got.length;").await.as_u64().expect("a count");
+        let count = eval("return window.got.length;").as_u64().expect("a count");
         if count >= RECORDS as u64 {
             break;
         }
@@ -167,9 +95,9 @@ async fn a_browser_event_source_resumes_without_gap_or_duplicate() {
     producer.await.expect("producer");
     // Anything past the records produced would be a duplicate: give it time to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = browser.eval("return window.got;").await.as_array().expect("an array").clone();
-    let opens = browser.eval("return window.opens;").await.as_u64().expect("opens");
-    browser.close().await;
+    let got = eval("return window.got;").as_array().expect("an array").clone();
+    let opens = eval("return window.opens;").as_u64().expect("opens");
+    tokio::task::block_in_place(|| drop(browser));
     let mut by_partition: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for pair in &got {
         by_partition.entry(pair[0].as_i64().expect("partition")).or_default().push(pair[1].as_i64().expect("offset"));

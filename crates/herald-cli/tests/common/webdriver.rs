@@ -34,8 +34,9 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium session with its log kept.
-    pub fn start(chromedriver: &Path) -> Self {
+    /// Starts chromedriver and a headless Chromium session with its log kept; `extra`
+    /// adds Chromium flags (`--force-dark-mode`).
+    pub fn start(chromedriver: &Path, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -55,7 +56,7 @@ impl Browser {
             .into();
         let profile = tempfile::tempdir().expect("profile");
         let mut browser = Self { driver, base: format!("http://127.0.0.1:{port}"), agent, _profile: profile };
-        let args = [
+        let mut args = vec![
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -66,8 +67,10 @@ impl Browser {
             "--disable-quic",
             "--no-first-run",
             "--window-size=1280,900",
-            &format!("--user-data-dir={}", browser._profile.path().display()),
         ];
+        let profile = format!("--user-data-dir={}", browser._profile.path().display());
+        args.push(&profile);
+        args.extend(extra);
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": { "browser": "ALL" },
@@ -121,6 +124,16 @@ impl Browser {
     pub fn click(&self, css: &str) {
         let element = self.find(css);
         self.call("POST", &format!("/element/{element}/click"), Some(&json!({})));
+    }
+
+    /// Presses `keys` (WebDriver key codes, e.g. `\u{E004}` for Tab) one after another.
+    pub fn keys(&self, keys: &[&str]) {
+        let actions: Vec<Value> = keys
+            .iter()
+            .flat_map(|k| [json!({ "type": "keyDown", "value": k }), json!({ "type": "keyUp", "value": k })])
+            .collect();
+        let body = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] });
+        self.call("POST", "/actions", Some(&body));
     }
 
     /// Accepts the open `confirm` dialog.
