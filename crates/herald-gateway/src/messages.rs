@@ -16,7 +16,7 @@ use herald_common::envelope::Wrap;
 use serde::Deserialize;
 
 use crate::auth::{Read, Write};
-use crate::cursor::{Cursor, Filter, From, Item, parse_time};
+use crate::cursor::{Cursor, Filter, From, parse_time};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::records::{self, Message, Outgoing};
 use crate::server::{App, blocking};
@@ -73,8 +73,13 @@ pub(crate) struct Scanned {
     pub(crate) out_of_budget: bool,
 }
 
+/// The first read of a scan; later reads double up to the configured most. A small page
+/// then decodes about one batch, not a megabyte of records it will not show.
+const FIRST_READ_BYTES: u32 = 64 * 1024;
+
 /// Reads one partition from `from`, keeping the records `keep` admits, until `limit` are
-/// kept, the end is reached or `budget` records were read (blocking: log reads).
+/// kept, the end is reached or `budget` records were read (blocking: log reads). Records
+/// are turned into [`Message`]s only as they are looked at.
 pub(crate) fn scan(
     broker: &Arc<herald_broker::internals::Broker>,
     topic: &str,
@@ -88,31 +93,40 @@ pub(crate) fn scan(
         return Err(Problem::not_found(format!("topic {topic:?} has no partition {partition}")));
     }
     let filter = Filter { partitions: vec![partition], ..Filter::default() };
-    let mut cursor = Cursor::open(broker, topic, from, filter)?;
-    let start = cursor.position(partition).unwrap_or(0);
-    let read_so_far = |cursor: &Cursor| (cursor.position(partition).unwrap_or(0) - start).max(0) as usize;
-    let mut messages = Vec::new();
-    while messages.len() < wanted.limit && read_so_far(&cursor) < wanted.budget {
-        let items = cursor.read(broker, wanted.max_bytes)?;
-        if items.is_empty() {
-            break;
+    let mut at = Cursor::open(broker, topic, from, filter)?.position(partition).unwrap_or(0);
+    let log = broker.partition(topic, partition).ok_or_else(|| Problem::not_found("partition gone"))?;
+    let log = log.log();
+    let (mut messages, mut read, mut bytes) = (Vec::new(), 0usize, FIRST_READ_BYTES.min(wanted.max_bytes));
+    while messages.len() < wanted.limit && read < wanted.budget && at < log.high_watermark() as i64 {
+        let batches = match log.read(at as u64, bytes) {
+            Ok(batches) => batches,
+            Err(herald_log::LogError::OffsetOutOfRange { log_start_offset, .. }) if (log_start_offset as i64) > at => {
+                at = log_start_offset as i64;
+                continue;
+            }
+            Err(error) => return Err(Problem::internal(format!("reading the log: {error}"))),
+        };
+        let (records, next) = records::decode_raw(batches.bytes, at).map_err(Problem::internal)?;
+        if next <= at {
+            break; // nothing readable before the end: stop rather than spin
         }
-        for item in items {
-            if let Item::Event(message, _) = item
-                && messages.len() < wanted.limit
-                && keep(&message)
-            {
-                messages.push(*message);
+        at = next;
+        for record in records {
+            read += 1;
+            let message = records::message(partition, record);
+            if keep(&message) {
+                messages.push(message);
+                if messages.len() == wanted.limit {
+                    // Records read past the last one kept are read again by the next page.
+                    at = messages[messages.len() - 1].offset + 1;
+                    break;
+                }
             }
         }
+        bytes = bytes.saturating_mul(2).min(wanted.max_bytes);
     }
-    let full = messages.len() >= wanted.limit;
-    let next = match messages.last() {
-        // Records read past the last one kept are read again by the next page.
-        Some(last) if full => last.offset + 1,
-        _ => cursor.position(partition).unwrap_or(start),
-    };
-    Ok(Scanned { out_of_budget: !full && read_so_far(&cursor) >= wanted.budget, messages, next })
+    let out_of_budget = messages.len() < wanted.limit && read >= wanted.budget;
+    Ok(Scanned { messages, next: at, out_of_budget })
 }
 
 /// A record to produce: `value` is sent as JSON text unless `valueEncoding` says
