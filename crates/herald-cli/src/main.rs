@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker: Kafka clients connect to --listen (127.0.0.1:9092 by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Measure a Kafka-compatible broker: produce or consume as fast as it allows.
     Bench(bench::BenchArgs),
     /// Topics: list, create, describe, delete, alter (on Herald or any Kafka cluster).
@@ -66,7 +66,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Outbox(args) => outbox::run(args),
         Command::Store(args) => store::run(args),

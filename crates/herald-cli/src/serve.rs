@@ -426,6 +426,7 @@ mod tests {
             log: None,
             http_listen: None,
             schema_registry_listen: None,
+            database_url: None,
             http_token_file: None,
             http_cors_origins: None,
             http_insecure: false,

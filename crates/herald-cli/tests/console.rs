@@ -92,7 +92,7 @@ fn seed_sagas(file: &Path) {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let options = herald::outbox::sqlite_options(file.to_path_buf());
+        let options = herald::outbox::sqlite_options(file);
         let pool =
             sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options).await.expect("sqlite");
         let runner = SagaRunner::new(
@@ -153,7 +153,7 @@ fn seed_projection(file: &Path) {
     use herald::store::{EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let options = herald::outbox::sqlite_options(file.to_path_buf());
+        let options = herald::outbox::sqlite_options(file);
         let pool =
             sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options).await.expect("sqlite");
         let store = SqliteEventStore::new(pool.clone()).await.expect("store");
