@@ -282,6 +282,18 @@ fn the_console_works_in_a_real_browser() {
         headers("web-orders").into_iter().filter(|l| l.contains("herald-redrive-count=1")).collect();
     assert_eq!(back.len(), 2, "both letters are back, marked: {back:?}");
     assert!(back.iter().all(|l| !l.contains("dlq-")), "{back:?}");
+    // One chosen letter goes back again, whatever the progress says.
+    browser.open(&format!("{site}/dead-letters/web-orders.dlq"));
+    browser.click("#letters tbody tr input[name=pick]");
+    browser.click("#redrive button[value=preview]");
+    let preview = browser.eval("return document.getElementById('redrive-preview').textContent;", json!([]));
+    assert!(preview.as_str().is_some_and(|p| p.starts_with("Dry run: 1 would")), "{preview}");
+    browser.click("#redrive-send button");
+    assert!(browser.wait_for("return !!document.getElementById('redrive-done');", Duration::from_secs(10)));
+    let back: Vec<String> =
+        headers("web-orders").into_iter().filter(|l| l.contains("herald-redrive-count=1")).collect();
+    assert_eq!(back.iter().filter(|l| l.starts_with("x ")).count(), 2, "the chosen letter (key x) twice: {back:?}");
+    assert_eq!(back.len(), 3, "{back:?}");
 
     // A schema with two versions, for the schema pages.
     let subject = format!("http://{registry}/subjects/web-orders-value/versions");

@@ -195,8 +195,15 @@ pub(crate) fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOpti
     let mut sending = Sending::default();
     let stopping: watch::Receiver<bool> = app.stopping.clone();
     'partitions: for partition in 0..meta.partitions as i32 {
-        let committed = broker.groups().offsets().get(group, topic, partition).map(|c| c.offset);
-        let mut records = Records::open(broker, topic, partition, committed)?;
+        // Chosen records are read where they are, whatever the progress says.
+        let from = match &decisions.options().records {
+            Some(chosen) => match chosen.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).min() {
+                Some(first) => Some(first),
+                None => continue,
+            },
+            None => broker.groups().offsets().get(group, topic, partition).map(|c| c.offset),
+        };
+        let mut records = Records::open(broker, topic, partition, from)?;
         while let Some(record) = records.next(broker, app.config.read_bytes_max)? {
             if *stopping.borrow() {
                 outcome.stopped = true;

@@ -130,7 +130,8 @@ pub(crate) async fn letters(
     let t = encode(&topic);
     let body = html! {
         h1 { "Dead letters in " (topic) }
-        p.muted { "Partition " (partition) ". Choose letters to send back, or leave none chosen to send all after the last redrive." }
+        p.muted { "Partition " (partition) ". Choose letters to send back, or leave none chosen to send all after the last redrive. "
+            "Sending chosen letters does not move that progress: a later redrive of all sends them again." }
         form #redrive method="post" action={ "/dead-letters/" (t) "/redrive" } {
             table #letters {
                 thead { tr {
