@@ -231,7 +231,7 @@ fn http(http: std::net::SocketAddr, method: &str, path: &str, body: &serde_json:
     let body = body.to_string();
     let mut stream = std::net::TcpStream::connect(http).expect("connect");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {http}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).expect("send");

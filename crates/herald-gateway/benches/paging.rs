@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use herald_broker::{BrokerConfig, Durability, RunningBroker, ServerConfig};
 use herald_gateway::{GatewayConfig, Outgoing, RunningGateway, encode};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const BATCH: usize = 1_000;
 /// The first record's time; each batch is one second later than the one before.
@@ -47,27 +50,12 @@ async fn page_time(addr: SocketAddr, path: &str, pages: usize) -> Duration {
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let mut stream = BufReader::new(stream);
-    let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
-    let (mut times, mut line) = (Vec::with_capacity(pages), String::new());
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    let mut times = Vec::with_capacity(pages);
     for _ in 0..pages {
         let started = Instant::now();
         stream.get_mut().write_all(request.as_bytes()).await.expect("send");
-        let (mut length, mut status) = (0, String::new());
-        loop {
-            line.clear();
-            stream.read_line(&mut line).await.expect("header");
-            if status.is_empty() {
-                status = line.clone();
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().expect("length");
-            }
-        }
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.expect("body");
+        let (status, body) = common::response(&mut stream).await;
         assert!(status.contains(" 200 "), "{path}: {status}");
         assert_eq!(String::from_utf8_lossy(&body).matches("<tr data-offset=").count(), 50, "{path}: a full page");
         times.push(started.elapsed());

@@ -17,7 +17,7 @@ use herald_gateway::GatewayConfig;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const BATCHES: usize = 200;
@@ -38,25 +38,12 @@ async fn http(served: &common::Served) -> f64 {
         let records: Vec<_> = (0..RECORDS).map(|i| serde_json::json!({ "key": format!("k{i}"), "value": value(batch * RECORDS + i), "valueEncoding": "text" })).collect();
         let body = serde_json::json!({ "records": records }).to_string();
         let request = format!(
-            "POST /api/v1/topics/bench.http/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /api/v1/topics/bench.http/messages HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.get_mut().write_all(request.as_bytes()).await.expect("send");
-        let (mut line, mut length) = (String::new(), 0usize);
-        stream.read_line(&mut line).await.expect("status");
-        assert!(line.contains(" 200 "), "{line}");
-        loop {
-            line.clear();
-            stream.read_line(&mut line).await.expect("header");
-            if line.trim().is_empty() {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().expect("length");
-            }
-        }
-        let mut answer = vec![0; length];
-        stream.read_exact(&mut answer).await.expect("body");
+        let (status, _) = common::response(&mut stream).await;
+        assert!(status.contains(" 200 "), "{status}");
     }
     (BATCHES * RECORDS) as f64 / started.elapsed().as_secs_f64()
 }

@@ -16,8 +16,11 @@ use axum::http::header;
 use axum::routing::get;
 use herald_gateway::{GatewayConfig, RunningRegistry};
 use herald_registry::{NewSchema, Registry, SchemaType};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const CONNECTIONS: usize = 32;
 
@@ -32,23 +35,10 @@ async fn load(addr: SocketAddr, path: &'static str, seconds: u64) -> f64 {
             let stream = TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
             let mut stream = BufReader::new(stream);
-            let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
-            let mut line = String::new();
+            let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
             while !done.load(Ordering::Relaxed) {
                 stream.get_mut().write_all(request.as_bytes()).await.expect("send");
-                let mut length = 0;
-                loop {
-                    line.clear();
-                    stream.read_line(&mut line).await.expect("header");
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().expect("length");
-                    }
-                }
-                let mut body = vec![0; length];
-                stream.read_exact(&mut body).await.expect("body");
+                common::response(&mut stream).await;
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }));

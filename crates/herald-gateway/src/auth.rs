@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::GatewayError;
 use crate::problem::Problem;
 use crate::server::App;
+use crate::session::Sessions;
 
 /// What a token may do; each scope includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,13 +77,13 @@ impl Tokens {
     }
 }
 
-/// The cookie the console's login sets (`HttpOnly`, `SameSite=Strict`: other sites' pages
-/// never send it).
-pub(crate) const TOKEN_COOKIE: &str = "herald_token";
+/// The cookie the console's login sets: a session id (`HttpOnly`, `SameSite=Strict`).
+pub(crate) const SESSION_COOKIE: &str = "herald_session";
 
 /// The token a request carries: `Authorization: Bearer <token>`, `access_token=` in
-/// the query (an `EventSource` cannot set headers), or the console's cookie.
-fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, Problem> {
+/// the query (an `EventSource` cannot set headers), or, for a request from the console's
+/// own pages (`same_origin`), the token of its login session.
+fn presented(headers: &HeaderMap, query: Option<&str>, sessions: Option<&Sessions>) -> Result<Option<String>, Problem> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or_default();
         return match text.strip_prefix("Bearer ") {
@@ -92,7 +93,38 @@ fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>,
     }
     let from_query =
         query.unwrap_or_default().split('&').find_map(|pair| pair.strip_prefix("access_token=")).map(str::to_string);
-    Ok(from_query.or_else(|| cookie(headers, TOKEN_COOKIE)))
+    let from_session = || {
+        let sessions = sessions.filter(|_| same_origin(headers))?;
+        sessions.token(&cookie(headers, SESSION_COOKIE)?, std::time::Instant::now())
+    };
+    Ok(from_query.or_else(from_session))
+}
+
+/// Whether a request came from a page of this origin: its `Origin` names the `Host` it
+/// was sent to, or (a browser that sends no `Origin`) `Sec-Fetch-Site` says so. A request
+/// with neither header does not come from a browser page (curl, tests) and passes.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), Some(host)) => {
+            return origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
+        }
+        (Some(_), None) => return false,
+        _ => {}
+    }
+    matches!(text(header::HeaderName::from_static("sec-fetch-site")), None | Some("same-origin" | "none"))
+}
+
+/// Whether `host` (a `Host` header) names this machine's loopback: `localhost`,
+/// `127.0.0.1` or `[::1]`, with any port. A page on another name that resolves to
+/// 127.0.0.1 (DNS rebinding) is refused by a gateway without tokens.
+pub(crate) fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().map(|ip| format!("[{ip}]")).unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default().to_string(),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost" || name == "[::1]" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The value of cookie `name`, if the request carries it.
@@ -111,15 +143,17 @@ pub(crate) fn known(tokens: &Tokens, token: &str) -> bool {
     tokens.scope_of(token).is_some()
 }
 
-/// Checks that the request's token has `need`.
+/// Checks that the request's token (or its console session's, when `sessions` is given)
+/// has `need`.
 pub(crate) fn authorize(
     tokens: Option<&Tokens>,
+    sessions: Option<&Sessions>,
     headers: &HeaderMap,
     query: Option<&str>,
     need: Scope,
 ) -> Result<(), Problem> {
     let Some(tokens) = tokens else { return Ok(()) };
-    let Some(token) = presented(headers, query)? else {
+    let Some(token) = presented(headers, query, sessions)? else {
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "a bearer token is required"));
     };
     match tokens.scope_of(&token) {
@@ -152,12 +186,21 @@ impl<const SCOPE: u8> FromRequestParts<Arc<App>> for Authorized<SCOPE> {
             1 => Scope::Write,
             _ => Scope::Admin,
         };
-        authorize(app.config.tokens.as_ref(), &parts.headers, parts.uri.query(), need).map(|()| Self)
+        authorize(app.config.tokens.as_ref(), Some(&app.sessions), &parts.headers, parts.uri.query(), need)
+            .map(|()| Self)
     }
 }
 
-/// Middleware: answers CORS preflights and marks responses to allowed origins.
+/// Middleware: answers CORS preflights and marks responses to allowed origins. A gateway
+/// without tokens on a loopback address also refuses requests naming another host
+/// (DNS rebinding: another site's page whose name now resolves to 127.0.0.1).
 pub(crate) async fn cors(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if app.config.tokens.is_none() && app.config.listen.ip().is_loopback() && !loopback_host(host) {
+        let refused = "without tokens this gateway answers requests for localhost, 127.0.0.1 or [::1] only (a page \
+                       on another name could be DNS rebinding); set --http-token-file to serve other names";
+        return Problem::new(StatusCode::MISDIRECTED_REQUEST, refused).into_response();
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed = origin
         .as_ref()
@@ -197,6 +240,32 @@ fn mark(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(n, v)| (header::HeaderName::from_static(n), v.parse().expect("value"))).collect()
+    }
+
+    #[test]
+    fn requests_from_other_origins_are_told_apart() {
+        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:3000"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(&headers(&[])), "curl sends neither header");
+    }
+
+    #[test]
+    fn only_loopback_names_pass_without_tokens() {
+        for host in ["localhost:8080", "127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "LOCALHOST"] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in ["evil.example:8080", "localhost.evil.example", "10.0.0.1:8080", "", "[::2]:80"] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn token_files_parse_and_refuse_what_they_should() {

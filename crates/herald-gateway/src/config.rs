@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub read_bytes_max: u32,
     /// How often the console samples rates and lag.
     pub sample_every: Duration,
+    /// How long one redrive request may run (a slow rate then takes several).
+    pub redrive_time_max: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +61,7 @@ impl Default for GatewayConfig {
             read_limit_max: 1_000,
             read_bytes_max: 1 << 20,
             sample_every: Duration::from_secs(5),
+            redrive_time_max: Duration::from_secs(60),
         }
     }
 }

@@ -185,27 +185,34 @@ pub(crate) async fn redrive(
     .into_response())
 }
 
-/// Reads `topic` from `group`'s progress to the ends it has now, acting on each decision
-/// (blocking: log reads, appends, waits for the rate).
+/// Reads `topic` from `group`'s progress (or from the first chosen record to the last)
+/// to the ends it has now, acting on each decision (blocking: log reads, appends, waits
+/// for the rate). It stops early, with what it sent recorded, when the gateway stops or
+/// after `redrive_time_max` (a slow rate then takes several requests).
 pub(crate) fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOptions) -> Result<Outcome, Problem> {
     let broker = &app.broker;
     let meta = broker.topic(topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
-    let mut decisions = herald_common::dlq::Redrive::new(options, Instant::now());
+    let started = Instant::now();
+    let deadline = started + app.config.redrive_time_max;
+    let mut decisions = herald_common::dlq::Redrive::new(options, started);
     let mut outcome = Outcome::default();
     let mut sending = Sending::default();
     let stopping: watch::Receiver<bool> = app.stopping.clone();
     'partitions: for partition in 0..meta.partitions as i32 {
         // Chosen records are read where they are, whatever the progress says.
-        let from = match &decisions.options().records {
-            Some(chosen) => match chosen.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).min() {
-                Some(first) => Some(first),
-                None => continue,
-            },
-            None => broker.groups().offsets().get(group, topic, partition).map(|c| c.offset),
+        let (from, until) = match &decisions.options().records {
+            Some(chosen) => {
+                let mine: Vec<i64> = chosen.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).collect();
+                match (mine.iter().min(), mine.iter().max()) {
+                    (Some(first), Some(last)) => (Some(*first), Some(last + 1)),
+                    _ => continue,
+                }
+            }
+            None => (broker.groups().offsets().get(group, topic, partition).map(|c| c.offset), None),
         };
-        let mut records = Records::open(broker, topic, partition, from)?;
+        let mut records = Records::open(broker, topic, partition, from, until)?;
         while let Some(record) = records.next(broker, app.config.read_bytes_max)? {
-            if *stopping.borrow() {
+            if *stopping.borrow() || Instant::now() >= deadline {
                 outcome.stopped = true;
                 break 'partitions;
             }
@@ -225,6 +232,11 @@ pub(crate) fn run(app: &Arc<App>, topic: &str, group: &str, options: RedriveOpti
                         .collect();
                     let out = Outgoing { key: record.key.clone(), value: record.value.clone(), headers };
                     sending.push(app, resend.to, out)?;
+                    // Past the deadline by one rate interval at most: this record was sent.
+                    if Instant::now() >= deadline {
+                        outcome.stopped = true;
+                        break 'partitions;
+                    }
                 }
                 Step::WouldSend { to, redrive } if outcome.plan.len() < app.config.read_limit_max => {
                     let key = record.key.as_deref().map(String::from_utf8_lossy);
@@ -284,12 +296,19 @@ struct Records {
 }
 
 impl Records {
-    /// From `from` (or the log start, when absent or removed by retention).
-    fn open(broker: &Broker, topic: &str, partition: i32, from: Option<i64>) -> Result<Self, Problem> {
+    /// From `from` (or the log start, when absent or removed by retention) to `until`
+    /// (or the end it has now).
+    fn open(
+        broker: &Broker,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Self, Problem> {
         let log = broker.partition(topic, partition).ok_or_else(|| Problem::not_found("partition gone"))?;
         let log = log.log();
         let at = from.unwrap_or(0).max(log.log_start_offset() as i64);
-        let end = log.high_watermark() as i64;
+        let end = until.map_or(log.high_watermark() as i64, |until| until.min(log.high_watermark() as i64));
         Ok(Self { topic: topic.to_string(), partition, at, end, read: Vec::new().into_iter() })
     }
 

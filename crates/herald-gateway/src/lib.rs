@@ -25,6 +25,7 @@ mod records;
 mod registry;
 mod reset;
 mod server;
+mod session;
 mod sse;
 mod stream;
 mod tail;

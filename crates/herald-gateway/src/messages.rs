@@ -125,7 +125,7 @@ pub(crate) fn scan(
         }
         bytes = bytes.saturating_mul(2).min(wanted.max_bytes);
     }
-    let out_of_budget = messages.len() < wanted.limit && read >= wanted.budget;
+    let out_of_budget = messages.len() < wanted.limit && read >= wanted.budget && at < log.high_watermark() as i64;
     Ok(Scanned { messages, next: at, out_of_budget })
 }
 

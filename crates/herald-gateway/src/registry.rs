@@ -91,7 +91,7 @@ impl<const SCOPE: u8> FromRequestParts<Arc<RegistryApp>> for Allowed<SCOPE> {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<RegistryApp>) -> Result<Self, Refusal> {
         let need = [Scope::Read, Scope::Write, Scope::Admin][usize::from(SCOPE.min(2))];
-        authorize(app.tokens.as_ref(), &parts.headers, None, need)
+        authorize(app.tokens.as_ref(), None, &parts.headers, None, need)
             .map(|()| Self)
             .map_err(|problem| Refusal::new(problem.status, problem.detail))
     }

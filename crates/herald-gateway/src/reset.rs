@@ -61,18 +61,55 @@ pub(crate) async fn reset(
     Ok(axum::Json(serde_json::json!({ "dryRun": dry_run, "offsets": moves })).into_response())
 }
 
+/// Refuses a reset while `group` has members (they would commit over it).
+fn stopped(app: &App, group: &str) -> Result<(), Problem> {
+    if app.broker.groups().describe(group).is_some_and(|g| !g.members().is_empty()) {
+        return Err(Problem::new(StatusCode::CONFLICT, format!("group {group:?} has members: stop them first")));
+    }
+    Ok(())
+}
+
 /// Plans `reset` of `group` and, unless it is a dry run, applies it; refused while the
 /// group has members.
 pub(crate) async fn run(app: &App, group: String, reset: Reset) -> Result<Vec<Move>, Problem> {
-    if app.broker.groups().describe(&group).is_some_and(|g| !g.members().is_empty()) {
-        return Err(Problem::new(StatusCode::CONFLICT, format!("group {group:?} has members: stop them first")));
-    }
+    stopped(app, &group)?;
     let broker = Arc::clone(&app.broker);
     blocking(move || {
         let moves = plan(&broker, &group, &reset)?;
         if !reset.dry_run {
             apply(&broker, &group, &reset.topic, &moves)?;
         }
+        Ok(moves)
+    })
+    .await
+}
+
+/// Commits exactly `offsets` (partition, next offset) of `group` on `topic`, as a
+/// preview showed them; refused while the group has members. Returns the moves made.
+pub(crate) async fn commit_exactly(
+    app: &App,
+    group: String,
+    topic: String,
+    offsets: Vec<(i32, i64)>,
+) -> Result<Vec<Move>, Problem> {
+    stopped(app, &group)?;
+    let meta = app.broker.topic(&topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
+    if offsets.is_empty() || offsets.iter().any(|(p, o)| *p < 0 || *p as u32 >= meta.partitions || *o < 0) {
+        return Err(Problem::bad_request(format!(
+            "offsets for partitions 0 to {} of {topic:?}, none negative",
+            meta.partitions
+        )));
+    }
+    let broker = Arc::clone(&app.broker);
+    blocking(move || {
+        let moves: Vec<Move> = offsets
+            .iter()
+            .map(|(partition, new)| {
+                let current = broker.groups().offsets().get(&group, &topic, *partition).map(|c| c.offset);
+                Move { partition: *partition, current, new: *new }
+            })
+            .collect();
+        apply(&broker, &group, &topic, &moves)?;
         Ok(moves)
     })
     .await

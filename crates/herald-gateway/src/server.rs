@@ -20,6 +20,7 @@ use crate::console::history::{self, History};
 use crate::console::workflows::Workflows;
 use crate::error::GatewayError;
 use crate::problem::Problem;
+use crate::session::Sessions;
 use crate::tail::Tails;
 use crate::{auth, console, dead_letters, groups, messages, metrics, openapi, reset, sse, topics, ws};
 
@@ -48,6 +49,8 @@ pub(crate) struct App {
     pub(crate) history: Arc<Mutex<History>>,
     /// The console's redrives since start, newest first.
     pub(crate) redrives: RedriveLog,
+    /// Console logins.
+    pub(crate) sessions: Sessions,
 }
 
 /// What the console reads besides the broker.
@@ -196,6 +199,7 @@ impl RunningGateway {
             workflows: sources.workflows,
             history,
             redrives: RedriveLog::default(),
+            sessions: Sessions::default(),
         });
         let serving = Listening::serve(listener, addr, router(app), stop, "gateway");
         tracing::info!(http = %addr, "herald gateway ready");

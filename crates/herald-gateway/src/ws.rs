@@ -14,15 +14,16 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::{Read, Scope, authorize};
+use crate::auth::{Read, Scope, authorize, same_origin};
 use crate::cursor::From;
 use crate::messages::{ProduceRecord, publish};
+use crate::problem::Problem;
 use crate::server::App;
 use crate::stream::{self, Frame, Frames, StreamQuery};
 
@@ -52,7 +53,14 @@ pub(crate) async fn socket(
     uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let may_publish = authorize(app.config.tokens.as_ref(), &headers, uri.query(), Scope::Write).is_ok();
+    // Browsers apply no CORS to WebSockets: a page of another origin is refused here.
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let allowed = |o: &str| app.config.cors_origins.iter().any(|allowed| allowed == o || allowed == "*");
+    if origin.is_some_and(|o| !allowed(o)) && !same_origin(&headers) {
+        return Problem::new(StatusCode::FORBIDDEN, "a WebSocket from this origin is not allowed").into_response();
+    }
+    let may_publish =
+        authorize(app.config.tokens.as_ref(), Some(&app.sessions), &headers, uri.query(), Scope::Write).is_ok();
     upgrade.max_message_size(app.config.body_bytes_max).on_upgrade(move |socket| serve(app, socket, may_publish))
 }
 

@@ -4,18 +4,16 @@
 //! ids it received have no gap and no duplicate while records keep arriving.
 
 mod common;
-#[path = "../../herald-cli/tests/common/webdriver.rs"]
-mod webdriver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::webdriver::{Browser, tool};
 use common::{Random, Served, produce};
 use herald_gateway::GatewayConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use webdriver::{Browser, tool};
 
 const PAGE: &str = r#"<!doctype html><html><body><script>
 window.got = []; window.opens = 0;

@@ -18,6 +18,15 @@ fn text(reply: &common::Reply) -> String {
     String::from_utf8_lossy(&reply.body).into_owned()
 }
 
+/// The session cookie a login set, as a `cookie` header value.
+fn session(login: &common::Reply) -> String {
+    let set = login.header("set-cookie").expect("a session cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let pair = set.split(';').next().expect("name=value").to_string();
+    assert!(pair.starts_with("herald_session=") && !pair.contains(READ) && !pair.contains(ADMIN), "{pair}");
+    pair
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_asks_for_a_token_and_refuses_foreign_and_read_only_changes() {
     let tokens = Tokens::parse(&format!("read {READ}\nadmin {ADMIN}\n")).expect("tokens");
@@ -35,11 +44,18 @@ async fn the_console_asks_for_a_token_and_refuses_foreign_and_read_only_changes(
     let body = format!("token={READ}&next=%2F%2Fevil.example%2F");
     let ok = call(at, "POST", "/login", &[FORM], Some(body.as_bytes())).await;
     assert_eq!((ok.status, ok.header("location")), (303, Some("/")), "never another site");
-    let cookie = ok.header("set-cookie").expect("cookie").to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    let read_cookie = format!("herald_token={READ}");
+    let read_cookie = session(&ok);
     let overview = call(at, "GET", "/", &[("cookie", &read_cookie)], None).await;
     assert!(overview.status == 200 && text(&overview).contains("<h1>Overview</h1>"), "{}", text(&overview));
+    assert!(overview.header("content-security-policy").is_some_and(|p| p.contains("frame-ancestors 'none'")));
+    // The cookie holds a session id, not the token, and only this origin's pages may use it.
+    let token_cookie = format!("herald_session={READ}");
+    assert_eq!(call(at, "GET", "/", &[("cookie", &token_cookie)], None).await.status, 303);
+    let other_port = [("cookie", read_cookie.as_str()), ("origin", "http://127.0.0.1:3000")];
+    assert_eq!(call(at, "GET", "/api/v1/topics", &other_port, None).await.status, 401);
+    let own = format!("http://{at}");
+    let same = [("cookie", read_cookie.as_str()), ("origin", own.as_str())];
+    assert_eq!(call(at, "GET", "/api/v1/topics", &same, None).await.status, 200);
 
     // A read token may look, not change.
     let create = call(at, "POST", "/topics", &[FORM, ("cookie", &read_cookie)], Some(b"name=made&partitions=1")).await;
@@ -47,12 +63,12 @@ async fn the_console_asks_for_a_token_and_refuses_foreign_and_read_only_changes(
     assert!(served.broker().topic("made").is_none());
 
     // An admin's browser on another site's page cannot post.
-    let admin = format!("herald_token={ADMIN}");
+    let body = format!("token={ADMIN}&next=%2F");
+    let admin = session(&call(at, "POST", "/login", &[FORM], Some(body.as_bytes())).await);
     let headers = [FORM, ("cookie", admin.as_str()), ("origin", "http://evil.example")];
     let foreign = call(at, "POST", "/topics", &headers, Some(b"name=made&partitions=1")).await;
     assert_eq!(foreign.status, 403, "{}", text(&foreign));
     assert!(served.broker().topic("made").is_none());
-    let own = format!("http://{at}");
     let headers = [FORM, ("cookie", admin.as_str()), ("origin", own.as_str())];
     let created = call(at, "POST", "/topics", &headers, Some(b"name=made&partitions=2")).await;
     assert_eq!((created.status, created.header("location")), (303, Some("/topics/made")));
@@ -86,15 +102,28 @@ async fn bad_input_is_a_page_that_says_why_and_records_are_escaped() {
         ("/schemas/none", 200, "registry is off"),
         ("/sagas/x/y", 200, "No service database"),
     ];
+    // Without tokens, only loopback names are answered (DNS rebinding), and a WebSocket
+    // from another site's page is refused.
+    let rebound = call(at, "GET", "/", &[("host", "evil.example:8080")], None).await;
+    assert_eq!(rebound.status, 421, "{}", text(&rebound));
+    let upgrade = [
+        ("origin", "http://evil.example"),
+        ("upgrade", "websocket"),
+        ("connection", "upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    assert_eq!(call(at, "GET", "/api/v1/ws", &upgrade, None).await.status, 403);
     for (path, status, says) in cases {
         let reply = call(at, "GET", path, &[], None).await;
         assert_eq!(reply.status, status, "{path}: {}", text(&reply));
         assert!(text(&reply).contains(says), "{path}: {}", text(&reply));
     }
-    let posts: [(&str, &[u8], u16); 4] = [
+    let posts: [(&str, &[u8], u16); 5] = [
         ("/topics", b"name=bad%20name", 400),
         ("/topics/t/settings", b"configs=retention.ms", 400),
-        ("/groups/g/reset", b"topic=t&to=offset&value=x&action=preview", 400),
+        ("/groups/g/reset", b"topic=t&to=offset&value=x", 400),
+        ("/groups/g/reset/apply", b"topic=t&set=zero", 400),
         ("/dead-letters/t/redrive", b"pick=zero", 400),
     ];
     for (path, body, status) in posts {

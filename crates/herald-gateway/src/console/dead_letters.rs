@@ -21,8 +21,8 @@ use crate::problem::{Path, Problem, Query};
 use crate::records::Message;
 use crate::server::{App, blocking};
 
-/// Letters read per topic to count them by error class.
-const CLASS_SCAN: usize = 10_000;
+/// Letters read, over all dead-letter topics, to count them by error class.
+const CLASS_SCAN: usize = 100_000;
 /// Letters per page.
 const PAGE: usize = 50;
 /// Redrives the log keeps (since the gateway started).
@@ -46,26 +46,31 @@ fn story(m: &Message) -> DeadLetter {
     DeadLetter::from_headers(m.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_str().map(str::as_bytes))))
 }
 
-/// Every letter of every partition of `topic`, up to `budget` per partition (blocking).
-fn letters_of(app: &App, topic: &str, budget: usize) -> Result<Vec<Message>, Problem> {
+/// `topic`'s letters counted by error class, reading at most `budget` of them; returns
+/// the counts and what is left of the budget (blocking). Nothing is kept but the counts.
+fn classes_of(app: &App, topic: &str, mut budget: usize) -> Result<(BTreeMap<String, usize>, usize), Problem> {
     let meta = app.broker.topic(topic).ok_or_else(|| Problem::not_found(format!("no topic {topic:?}")))?;
-    let mut all = Vec::new();
+    let counts = std::cell::RefCell::new(BTreeMap::<String, usize>::new());
     for partition in 0..meta.partitions as i32 {
-        let wanted = Wanted { limit: budget, budget, max_bytes: app.config.read_bytes_max };
-        all.extend(scan(&app.broker, topic, partition, &From::Earliest, wanted, |_| true)?.messages);
+        let wanted = Wanted { limit: 1, budget, max_bytes: app.config.read_bytes_max };
+        let before: usize = counts.borrow().values().sum();
+        scan(&app.broker, topic, partition, &From::Earliest, wanted, |letter| {
+            let class = story(letter).error_class.unwrap_or_else(|| "unknown".into());
+            *counts.borrow_mut().entry(class).or_default() += 1;
+            false
+        })?;
+        budget = budget.saturating_sub(counts.borrow().values().sum::<usize>() - before);
     }
-    Ok(all)
+    Ok((counts.into_inner(), budget))
 }
 
 pub(crate) async fn overview(_: Reader, State(app): State<Arc<App>>) -> Answer {
     let app2 = Arc::clone(&app);
     let classes = blocking(move || {
-        let mut rows = Vec::new();
+        let (mut rows, mut budget) = (Vec::new(), CLASS_SCAN);
         for (topic, _) in app2.broker.topics().into_iter().filter(|(t, _)| is_dlq_topic(t)) {
-            let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
-            for letter in letters_of(&app2, &topic, CLASS_SCAN)? {
-                *by_class.entry(story(&letter).error_class.unwrap_or_else(|| "unknown".into())).or_default() += 1;
-            }
+            let (by_class, left) = classes_of(&app2, &topic, budget)?;
+            budget = left;
             rows.push((topic, by_class));
         }
         Ok(rows)
@@ -87,7 +92,7 @@ pub(crate) async fn overview(_: Reader, State(app): State<Arc<App>>) -> Answer {
                 }
             } }
         } }
-        p.muted { "Counted over the first " (CLASS_SCAN) " letters of each partition." }
+        p.muted { "Counted over the first " (CLASS_SCAN) " letters, topic by topic." }
         h2 { "Redrives" }
         @if log.is_empty() { p.muted { "None since the gateway started." } }
         @else { table #redrive-log {
@@ -272,7 +277,7 @@ pub(crate) async fn redrive(
             tr { th { "Refused by the loop guard" } td { (tally.refused) } }
             tr { th { "Not chosen" } td { (tally.filtered) } }
             tr { th { "Not dead letters" } td { (tally.not_dead_letters) } }
-            @if outcome.stopped { tr { th { "Stopped early" } td { "the gateway is stopping; run it again later" } } }
+            @if outcome.stopped { tr { th { "Stopped early" } td { "the time limit or a shutdown came first; what was sent is recorded, run it again for the rest" } } }
         }
         @if !outcome.plan.is_empty() {
             h2 { "Would send" }

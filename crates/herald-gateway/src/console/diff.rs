@@ -2,6 +2,8 @@
 
 /// Lines beyond which a diff is not computed (the table grows with the product).
 pub(crate) const LINES_MAX: usize = 2_000;
+/// Cells of the table at most (4 MB).
+const CELLS_MAX: usize = 1_000_000;
 
 /// One line of a diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +16,7 @@ pub(crate) enum Line<'a> {
 /// How `old` became `new`, line by line; `None` when either is longer than [`LINES_MAX`].
 pub(crate) fn lines<'a>(old: &'a str, new: &'a str) -> Option<Vec<Line<'a>>> {
     let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    if a.len() > LINES_MAX || b.len() > LINES_MAX {
+    if a.len() > LINES_MAX || b.len() > LINES_MAX || (a.len() + 1) * (b.len() + 1) > CELLS_MAX {
         return None;
     }
     // common[i][j]: the longest common subsequence of a[i..] and b[j..].

@@ -185,17 +185,15 @@ fn chart(series: &[(i64, i64)]) -> Markup {
     }
 }
 
-/// The reset form; with a `previewed` plan, a form that applies exactly it.
-fn reset_form(group: &str, topics: &[String], previewed: Option<&ResetForm>) -> Markup {
+/// The reset form; with a `previewed` plan, a form that applies exactly its offsets.
+fn reset_form(group: &str, topics: &[String], previewed: Option<(&str, &[Move])>) -> Markup {
     let action = format!("/groups/{}/reset", encode(group));
     html! {
-        @if let Some(form) = previewed {
-            form.box #apply-reset method="post" action=(action) {
-                input type="hidden" name="topic" value=(form.topic);
-                input type="hidden" name="to" value=(form.to);
-                input type="hidden" name="value" value=(form.value.clone().unwrap_or_default());
-                input type="hidden" name="partitions" value=(form.partitions.clone().unwrap_or_default());
-                button.danger type="submit" name="action" value="apply" { "Apply this reset" }
+        @if let Some((topic, moves)) = previewed {
+            form.box #apply-reset method="post" action={ (action) "/apply" } {
+                input type="hidden" name="topic" value=(topic);
+                @for m in moves { input type="hidden" name="set" value={ (m.partition) ":" (m.new) }; }
+                button.danger type="submit" { "Apply this reset" }
             }
         } @else {
             form.box #reset method="post" action=(action) {
@@ -207,7 +205,7 @@ fn reset_form(group: &str, topics: &[String], previewed: Option<&ResetForm>) -> 
                 } }
                 label { "Offset or time " input name="value" size="24" placeholder="42 or 2026-11-30T10:00:00Z"; }
                 label { "Partitions " input name="partitions" size="10" placeholder="all, or 0,2"; }
-                button type="submit" name="action" value="preview" { "Preview" }
+                button type="submit" value="preview" { "Preview" }
             }
         }
     }
@@ -220,11 +218,11 @@ pub(crate) struct ResetForm {
     to: String,
     value: Option<String>,
     partitions: Option<String>,
-    action: String,
 }
 
 impl ResetForm {
-    fn reset(&self, dry_run: bool) -> Result<Reset, Problem> {
+    /// The reset this form asks for, as a dry run.
+    fn preview(&self) -> Result<Reset, Problem> {
         let value = self.value.as_deref().map(str::trim).unwrap_or_default();
         let to = match self.to.as_str() {
             "earliest" => To::Earliest,
@@ -243,7 +241,7 @@ impl ResetForm {
                     .collect::<Result<Vec<i32>, _>>()?,
             ),
         };
-        Ok(Reset { topic: self.topic.trim().to_string(), partitions, to, dry_run })
+        Ok(Reset { topic: self.topic.trim().to_string(), partitions, to, dry_run: true })
     }
 }
 
@@ -253,17 +251,41 @@ pub(crate) async fn reset(
     Path(group): Path<String>,
     axum::Form(form): axum::Form<ResetForm>,
 ) -> Answer {
-    let apply = form.action == "apply";
-    let moves = crate::reset::run(&app, group.clone(), form.reset(!apply)?).await?;
+    let moves = crate::reset::run(&app, group.clone(), form.preview()?).await?;
     let body = html! {
         h1 { "Reset of " a href={ "/groups/" (encode(&group)) } { (group) } " on " (form.topic) }
-        @if apply {
-            p.ok #reset-applied role="status" { "Applied: the group's offsets moved as below." }
-        } @else {
-            p #reset-preview role="status" { "Preview (dry run): nothing has changed yet." }
-        }
+        p #reset-preview role="status" { "Preview (dry run): nothing has changed yet." }
         (moves_table(&moves))
-        @if !apply { (reset_form(&group, &[], Some(&form))) }
+        (reset_form(&group, &[], Some((&form.topic, &moves))))
+    };
+    Ok(page(&format!("Reset {group}"), "/groups", body).into_response())
+}
+
+/// Commits the offsets a preview showed (`topic`, then `set=<partition>:<offset>` each).
+pub(crate) async fn apply(
+    _: Operator,
+    State(app): State<Arc<App>>,
+    Path(group): Path<String>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Answer {
+    let mut topic = String::new();
+    let mut offsets = Vec::new();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "topic" => topic = value,
+            "set" => {
+                let parsed = value.split_once(':').and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)));
+                offsets
+                    .push(parsed.ok_or_else(|| Problem::bad_request(format!("set {value:?}: <partition>:<offset>")))?);
+            }
+            _ => {}
+        }
+    }
+    let moves = crate::reset::commit_exactly(&app, group.clone(), topic.clone(), offsets).await?;
+    let body = html! {
+        h1 { "Reset of " a href={ "/groups/" (encode(&group)) } { (group) } " on " (topic) }
+        p.ok #reset-applied role="status" { "Applied: the group's offsets moved as below." }
+        (moves_table(&moves))
     };
     Ok(page(&format!("Reset {group}"), "/groups", body).into_response())
 }

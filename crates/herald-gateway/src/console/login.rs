@@ -1,7 +1,9 @@
-//! Login when the gateway has tokens: the token goes into an `HttpOnly`, `SameSite=Strict`
-//! cookie that pages and the live tail's stream then carry.
+//! Login when the gateway has tokens: a session opens for the token, and its random id
+//! goes into an `HttpOnly`, `SameSite=Strict` cookie that pages and the live tail's stream
+//! carry (the token itself never leaves the form).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,7 +12,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::page;
-use crate::auth::{self, TOKEN_COOKIE};
+use crate::auth::{self, SESSION_COOKIE};
 use crate::problem::Query;
 use crate::server::App;
 
@@ -20,10 +22,12 @@ pub(crate) struct Next {
     next: Option<String>,
 }
 
-/// A path on this site (never another site's URL).
+/// A path on this site (never another site's URL: browsers drop tabs and newlines from
+/// URLs and read `\\` as `/`, so none of those may appear).
 fn local(next: Option<&str>) -> &str {
+    let plain = |path: &str| path.chars().all(|c| c.is_ascii_graphic()) && !path.contains('\\');
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && plain(path) => path,
         _ => "/",
     }
 }
@@ -56,7 +60,7 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     axum::Form(login): axum::Form<Login>,
 ) -> Response {
-    if !super::same_origin(&headers) {
+    if !auth::same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "a login must come from this console's own page").into_response();
     }
     let Some(tokens) = app.config.tokens.as_ref() else { return Redirect::to("/").into_response() };
@@ -70,7 +74,8 @@ pub(crate) async fn submit(
         };
         return (StatusCode::UNAUTHORIZED, page("Log in", "", body)).into_response();
     }
-    let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let session = app.sessions.open(token, Instant::now());
+    let cookie = format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
     let mut response = Redirect::to(local(login.next.as_deref())).into_response();
     if let Ok(value) = cookie.parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -78,9 +83,15 @@ pub(crate) async fn submit(
     response
 }
 
-pub(crate) async fn logout() -> Response {
+pub(crate) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !auth::same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "a logout must come from this console's own page").into_response();
+    }
+    if let Some(session) = auth::cookie(&headers, SESSION_COOKIE) {
+        app.sessions.close(&session);
+    }
     let mut response = Redirect::to("/login").into_response();
-    let cookie = format!("{TOKEN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     if let Ok(value) = cookie.parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -97,6 +108,8 @@ mod tests {
         assert_eq!(local(Some("//evil.example/")), "/");
         assert_eq!(local(Some("https://evil.example/")), "/");
         assert_eq!(local(Some("/\\evil.example")), "/");
+        assert_eq!(local(Some("/\t/evil.example")), "/");
+        assert_eq!(local(Some("/\n/evil.example")), "/");
         assert_eq!(local(None), "/");
     }
 }

@@ -26,6 +26,8 @@ const SCAN_BUDGET: usize = 100_000;
 const PAGE_DEFAULT: usize = 50;
 /// The newest records of each partition a flow search reads.
 const FLOW_WINDOW: i64 = 10_000;
+/// Records a flow search reads at most, over all topics.
+const FLOW_READ_MAX: i64 = 200_000;
 /// Events a flow lists at most.
 const FLOW_MAX: usize = 1_000;
 
@@ -207,27 +209,34 @@ fn record(m: &Message) -> Markup {
 pub(crate) async fn flow(_: Reader, State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
     let broker = Arc::clone(&app.broker);
     let (wanted_id, max_bytes) = (id.clone(), app.config.read_bytes_max);
-    let mut found = blocking(move || {
-        let mut found: Vec<(String, Message)> = Vec::new();
+    let found = blocking(move || {
+        let (mut found, mut left): (Vec<(String, Message)>, i64) = (Vec::new(), FLOW_READ_MAX);
         for (topic, meta) in broker.topics() {
             for partition in 0..meta.partitions as i32 {
                 let Some(log) = broker.partition(&topic, partition) else { continue };
-                let from = (log.log().high_watermark() as i64 - FLOW_WINDOW).max(log.log().log_start_offset() as i64);
-                let wanted = Wanted { limit: FLOW_MAX, budget: FLOW_WINDOW as usize, max_bytes };
-                let from = From::Token(format!("{partition}:{from}"));
+                let window = FLOW_WINDOW.min(left);
+                let start = (log.log().high_watermark() as i64 - window).max(log.log().log_start_offset() as i64);
+                let limit = FLOW_MAX - found.len();
+                if limit == 0 || window == 0 {
+                    return Ok((found, true));
+                }
+                let wanted = Wanted { limit, budget: window as usize, max_bytes };
+                let from = From::Token(format!("{partition}:{start}"));
                 let scanned = scan(&broker, &topic, partition, &from, wanted, |m| correlation(m) == Some(&wanted_id))?;
+                left -= (scanned.next - start).max(0);
                 found.extend(scanned.messages.into_iter().map(|m| (topic.clone(), m)));
             }
         }
-        Ok(found)
+        Ok((found, false))
     })
     .await?;
+    let (mut found, cut) = found;
     found.sort_by_key(|(topic, m)| (m.timestamp, topic.clone(), m.partition, m.offset));
-    found.truncate(FLOW_MAX);
     let (topics, messages): (Vec<String>, Vec<Message>) = found.into_iter().unzip();
     let body = html! {
         h1 { "Flow " (id) }
         p.muted { "Every event with this correlation id among the newest " (FLOW_WINDOW) " records of each partition, oldest first." }
+        @if cut { p.muted { "The search stopped after " (FLOW_READ_MAX) " records or " (FLOW_MAX) " events: some topics were not read." } }
         @if messages.is_empty() { p.muted { "None found." } } @else { (message_table(&messages, Some(&topics))) }
     };
     Ok(page(&format!("Flow {id}"), "/topics", body).into_response())

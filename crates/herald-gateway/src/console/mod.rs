@@ -3,10 +3,10 @@
 //! anything), and one small script for the live tail. Nothing is built with a JavaScript
 //! toolchain: the stylesheet and script are compiled into the binary.
 //!
-//! Without tokens the console is open (the gateway then only listens on loopback); with
-//! tokens, a login form stores the token in an `HttpOnly`, `SameSite=Strict` cookie.
-//! Every form post must come from the console's own origin, so another site's page
-//! cannot drive it.
+//! Without tokens the console is open (the gateway then only listens on loopback and
+//! answers loopback names); with tokens, a login opens a session whose random id goes in
+//! an `HttpOnly`, `SameSite=Strict` cookie. Every form post must come from the console's
+//! own origin, and no page may be framed, so another site's page cannot drive it.
 
 mod assets;
 pub(crate) mod dead_letters;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -52,6 +52,7 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/groups", get(groups::list))
         .route("/groups/{group}", get(groups::detail))
         .route("/groups/{group}/reset", post(groups::reset))
+        .route("/groups/{group}/reset/apply", post(groups::apply))
         .route("/dead-letters", get(dead_letters::overview))
         .route("/dead-letters/{topic}", get(dead_letters::letters))
         .route("/dead-letters/{topic}/{partition}/{offset}", get(dead_letters::letter))
@@ -62,6 +63,20 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/sagas/{saga}/{id}", get(workflows::saga))
         .route("/projections", get(workflows::projections))
         .route("/projections/{name}/{version}/rebuild", post(workflows::rebuild))
+        .layer(axum::middleware::map_response(guard_page))
+}
+
+/// What every console response may do in a browser: its own scripts and styles only, and
+/// never inside another site's frame.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+async fn guard_page(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }
 
 /// A console page's failure, shown as a page.
@@ -80,7 +95,7 @@ impl IntoResponse for Failed {
         let body = maud::html! {
             h1 { (status.canonical_reason().unwrap_or("Error")) }
             p.problem role="alert" { (detail) }
-            p { a href="javascript:history.back()" { "Back" } " · " a href="/" { "Overview" } }
+            p { a href="/" { "Overview" } }
         };
         (status, layout::page(status.as_str(), "", body)).into_response()
     }
@@ -104,12 +119,12 @@ impl<const SCOPE: u8> FromRequestParts<Arc<App>> for Viewer<SCOPE> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(&parts.headers) {
+        if parts.method != Method::GET && parts.method != Method::HEAD && !auth::same_origin(&parts.headers) {
             let refused = Problem::new(StatusCode::FORBIDDEN, "a form post must come from this console's own pages");
             return Err(Failed(refused).into_response());
         }
         let need = if SCOPE == 0 { Scope::Read } else { Scope::Admin };
-        match auth::authorize(app.config.tokens.as_ref(), &parts.headers, None, need) {
+        match auth::authorize(app.config.tokens.as_ref(), Some(&app.sessions), &parts.headers, None, need) {
             Ok(()) => Ok(Self),
             Err(problem) if problem.status == StatusCode::UNAUTHORIZED => {
                 let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -117,39 +132,5 @@ impl<const SCOPE: u8> FromRequestParts<Arc<App>> for Viewer<SCOPE> {
             }
             Err(problem) => Err(Failed(problem).into_response()),
         }
-    }
-}
-
-/// Whether a request came from a page of this origin: its `Origin` names the `Host` it
-/// was sent to, or (a browser that sends no `Origin`) `Sec-Fetch-Site` says so. A request
-/// with neither header does not come from a browser page (curl, tests) and is allowed.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    match (text(header::ORIGIN), text(header::HOST)) {
-        (Some(origin), Some(host)) => {
-            return origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
-        }
-        (Some(_), None) => return false,
-        _ => {}
-    }
-    matches!(text(header::HeaderName::from_static("sec-fetch-site")), None | Some("same-origin" | "none"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs.iter().map(|(n, v)| (header::HeaderName::from_static(n), v.parse().expect("value"))).collect()
-    }
-
-    #[test]
-    fn form_posts_from_other_origins_are_refused() {
-        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])));
-        assert!(!same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
-        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "127.0.0.1:8080")])));
-        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(same_origin(&headers(&[])), "curl sends neither header");
     }
 }

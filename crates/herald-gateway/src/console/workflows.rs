@@ -104,8 +104,18 @@ fn absent(title: &str) -> Markup {
     }
 }
 
-fn failed(error: String) -> Problem {
-    Problem::internal(format!("reading the service database: {error}"))
+/// How long a page waits for the service database.
+const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `pending`'s answer, or a problem when it fails or takes longer than [`DATABASE_WAIT`].
+async fn bounded<T>(pending: Pending<'_, T>) -> Result<T, Problem> {
+    match tokio::time::timeout(DATABASE_WAIT, pending).await {
+        Ok(answer) => answer.map_err(|e| Problem::internal(format!("the service database: {e}"))),
+        Err(_) => Err(Problem::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            format!("the service database did not answer within {} s", DATABASE_WAIT.as_secs()),
+        )),
+    }
 }
 
 /// Which instances to list.
@@ -119,10 +129,10 @@ pub(crate) async fn sagas(_: Reader, State(app): State<Arc<App>>, Query(filter):
     let Some(source) = app.workflows.clone() else {
         return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response());
     };
-    let counts = source.saga_counts().await.map_err(failed)?;
+    let counts = bounded(source.saga_counts()).await?;
     let status = filter.status.clone().unwrap_or_default();
     let instances = match filter.saga.as_deref() {
-        Some(saga) => source.sagas(saga, &status, INSTANCES_SHOWN).await.map_err(failed)?,
+        Some(saga) => bounded(source.sagas(saga, &status, INSTANCES_SHOWN)).await?,
         None => Vec::new(),
     };
     let body = html! {
@@ -154,7 +164,7 @@ pub(crate) async fn saga(_: Reader, State(app): State<Arc<App>>, Path((saga, id)
     let Some(source) = app.workflows.clone() else {
         return Ok(page("Sagas", "/sagas", absent("Sagas")).into_response());
     };
-    let found = source.saga(&saga, &id).await.map_err(failed)?;
+    let found = bounded(source.saga(&saga, &id)).await?;
     let timeline = found.ok_or_else(|| Problem::not_found(format!("no instance {id:?} of saga {saga:?}")))?;
     let i = &timeline.instance;
     let state = serde_json::from_str(&timeline.state).map_or_else(|_| timeline.state.clone(), |v| layout::pretty(&v));
@@ -177,7 +187,7 @@ pub(crate) async fn projections(_: Reader, State(app): State<Arc<App>>) -> Answe
     let Some(source) = app.workflows.clone() else {
         return Ok(page("Projections", "/projections", absent("Projections")).into_response());
     };
-    let rows = source.projections().await.map_err(failed)?;
+    let rows = bounded(source.projections()).await?;
     let body = html! {
         h1 { "Projections" }
         @if rows.is_empty() { p.muted { "No projections." } }
@@ -206,6 +216,6 @@ pub(crate) async fn rebuild(
     Path((name, version)): Path<(String, u32)>,
 ) -> Answer {
     let source = app.workflows.clone().ok_or_else(|| Problem::not_found("no service database is connected"))?;
-    source.rebuild(&name, version).await.map_err(|e| Problem::bad_request(format!("rebuild refused: {e}")))?;
+    bounded(source.rebuild(&name, version)).await?;
     Ok(Redirect::to("/projections").into_response())
 }

@@ -4,8 +4,13 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses its own part
 
+#[path = "../../../herald-cli/tests/common/webdriver.rs"]
+pub mod webdriver;
+
+#[allow(unused_imports)] // not every test binary runs tools
+pub use webdriver::tool;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use herald_broker::internals::Broker;
@@ -79,7 +84,14 @@ impl Reply {
 /// Sends one request and reads the whole response.
 pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given("host") {
+        request.push_str(&format!("host: {addr}\r\n"));
+    }
+    if !given("connection") {
+        request.push_str("connection: close\r\n");
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -110,6 +122,26 @@ pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
         let _ = reader.read_to_end(&mut body).await;
     }
     Reply { status, headers, body }
+}
+
+/// Reads one response with a `content-length` body off a kept-alive connection (the
+/// benches' load generators): its status line and its body.
+pub async fn response(stream: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
+    let (mut status, mut line, mut length) = (String::new(), String::new(), 0usize);
+    stream.read_line(&mut status).await.expect("status");
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.expect("header");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.expect("body");
+    (status, body)
 }
 
 /// JSON in, JSON out.
@@ -230,17 +262,6 @@ pub async fn produce(addr: SocketAddr, topic: &str, records: Vec<serde_json::Val
         .iter()
         .map(|o| (o["partition"].as_i64().expect("partition"), o["offset"].as_i64().expect("offset")))
         .collect()
-}
-
-/// A tool's path, if installed; fails when `require` names a set variable.
-pub fn tool(name: &str, require: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        assert!(std::env::var_os(require).is_none(), "{name} is required ({require}) but not on PATH");
-        eprintln!("SKIPPED: {name} is not installed");
-    }
-    found
 }
 
 /// A small xorshift generator, seeded.

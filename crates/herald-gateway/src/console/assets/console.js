@@ -12,9 +12,10 @@ function tail(table) {
   events.onerror = () => { status.textContent = "reconnecting…"; };
   events.onmessage = (e) => {
     const r = JSON.parse(e.data);
-    const row = body.insertRow(0);
-    const cells = [r.partition, r.offset, new Date(r.timestamp).toISOString(), r.key ?? "",
+    const when = new Date(r.timestamp);
+    const cells = [r.partition, r.offset, isNaN(when.getTime()) ? r.timestamp : when.toISOString(), r.key ?? "",
       (r.headers && r.headers["event-type"]) || "", JSON.stringify(r.value)];
+    const row = body.insertRow(0);
     for (const value of cells) { row.insertCell().textContent = String(value); }
     row.dataset.offset = r.offset;
     while (body.rows.length > max) { body.deleteRow(body.rows.length - 1); }
