@@ -231,3 +231,29 @@ async fn retries_through_cut_connections_leave_no_duplicate_and_no_gap() {
     }
     assert_eq!(placed.len(), count as usize);
 }
+
+/// librdkafka fetches by topic id (Fetch v13 and later) once Metadata hands out ids. A
+/// topic deleted and created again under its name gets a new id, and a new reader sees
+/// only the new topic's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_under_its_name_has_a_new_id_and_only_its_records() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let broker = TestBroker::start().await;
+    let b = broker.bootstrap();
+    let id = || broker.running().broker().topic("again").map(|meta| meta.id);
+    create_topic(&b, "again", 2).await;
+    let first = id().expect("created");
+    assert!(!first.is_nil());
+    produce_keyed(&producer(&b, "none"), "again", 100, 10).await;
+    check_exactly_once_in_key_order(&consume_all(&b, "again", 2, 100), 100);
+
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &b).create().expect("admin");
+    let deleted = admin.delete_topics(&["again"], &AdminOptions::new()).await.expect("DeleteTopics");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    create_topic(&b, "again", 2).await;
+    let second = id().expect("created again");
+    assert_ne!(second, first, "a new topic, a new id");
+    produce_keyed(&producer(&b, "none"), "again", 10, 10).await;
+    check_exactly_once_in_key_order(&consume_all(&b, "again", 2, 10), 10);
+}

@@ -216,6 +216,25 @@ impl Broker {
         self.read_topics().registry.get(name).cloned()
     }
 
+    /// The name of the topic with `id`.
+    pub fn topic_name(&self, id: uuid::Uuid) -> Option<String> {
+        self.read_topics().registry.name_of(id).map(str::to_string)
+    }
+
+    /// A partition of the topic with `id` (UNKNOWN_TOPIC_ID, or UNKNOWN_TOPIC_OR_PARTITION
+    /// for a partition it lacks): found under one lock with the id, so a topic deleted and
+    /// created again under the same name is never served for the old id.
+    pub fn partition_by_id(&self, id: uuid::Uuid, partition: i32) -> Result<Arc<Partition>, ApiError> {
+        let topics = self.read_topics();
+        let name = topics
+            .registry
+            .name_of(id)
+            .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicId, format!("no topic with id {id}")))?;
+        let index = usize::try_from(partition).ok();
+        let found = index.and_then(|i| topics.partitions.get(name)?.get(i).cloned());
+        found.ok_or_else(|| ApiError::unknown_partition(name, partition))
+    }
+
     /// One topic's effective log settings.
     pub fn topic_log_config(&self, name: &str) -> Option<LogConfig> {
         self.read_topics().log_configs.get(name).copied()
@@ -248,7 +267,8 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
         let partitions = partitions.unwrap_or(self.config.default_partitions);
-        let meta = TopicMeta { partitions, configs };
+        let id = if validate_only { uuid::Uuid::nil() } else { crate::topics::new_topic_id() };
+        let meta = TopicMeta { id, partitions, configs };
         let log_config = topic_config::log_config(&self.config.log_defaults(), &meta.configs)
             .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         let mut topics = self.write_topics();
@@ -270,7 +290,7 @@ impl Broker {
             .map(|p| open_partition(&self.config, &self.storage, name, p, log_config, now))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        topics.registry.create(name, partitions, meta.configs.clone())?;
+        topics.registry.create(name, partitions, meta.configs.clone(), id)?;
         topics.partitions.insert(name.to_string(), opened);
         topics.log_configs.insert(name.to_string(), log_config);
         drop(topics);
@@ -280,17 +300,37 @@ impl Broker {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
+        self.delete(name, None)
+    }
+
+    /// Deletes the topic with `id` and its data; returns its name.
+    pub fn delete_topic_by_id(&self, id: uuid::Uuid) -> Result<String, ApiError> {
+        let unknown = || ApiError::new(ResponseError::UnknownTopicId, format!("no topic with id {id}"));
+        let name = self.topic_name(id).ok_or_else(unknown)?;
+        self.delete(&name, Some(id)).map(|()| name)
+    }
+
+    /// Deletes topic `name`, if it still has `id` when one is given (checked under the
+    /// same lock as the delete).
+    fn delete(&self, name: &str, id: Option<uuid::Uuid>) -> Result<(), ApiError> {
         let mut topics = self.write_topics();
+        if let Some(id) = id
+            && topics.registry.get(name).map(|meta| meta.id) != Some(id)
+        {
+            return Err(ApiError::new(ResponseError::UnknownTopicId, format!("no topic with id {id}")));
+        }
         topics.registry.delete(name)?;
         let partitions = topics.partitions.remove(name).unwrap_or_default();
         topics.log_configs.remove(name);
-        drop(topics);
+        // Still under the lock: a topic created again under this name must not open the
+        // old directories before they are gone.
         for index in 0..partitions.len() {
             let dir = partition_dir(&self.config.data_dir, name, index as u32);
             if let Err(error) = self.storage.remove_dir_all(&dir) {
                 tracing::warn!(path = %dir.display(), %error, "could not remove a deleted topic's partition; the next start retries");
             }
         }
+        drop(topics);
         if let Err(error) = self.storage.sync_dir(&self.config.data_dir) {
             tracing::warn!(%error, "fsync of the data directory failed after a topic delete");
         }

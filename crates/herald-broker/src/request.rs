@@ -31,9 +31,9 @@ pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 /// The APIs and version ranges this broker handles, as advertised by ApiVersions.
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),

@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use herald_log::Storage;
+use uuid::Uuid;
 
 const FILE: &str = "topics.meta";
 const TMP_FILE: &str = "topics.meta.tmp";
-const HEADER: &str = "herald-topics v1";
+const HEADER: &str = "herald-topics v2";
+/// The format before topics had ids: read, then rewritten as v2 with fresh ids.
+const HEADER_V1: &str = "herald-topics v1";
 
 /// Kafka's limit on topic name length.
 pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -24,6 +27,9 @@ pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// One topic's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
+    /// The topic's id: random at creation, so a topic deleted and created again under the
+    /// same name has another (Kafka's topic ids; clients fetch by it from Fetch v13).
+    pub id: Uuid,
     /// Number of partitions (0..partitions).
     pub partitions: u32,
     /// Topic-level config overrides (`retention.ms`, `segment.bytes`, ...).
@@ -105,7 +111,21 @@ impl TopicRegistry {
         let dir = dir.into();
         storage.create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let contents = read(&*storage, &dir)?;
-        Ok(Self { storage, dir, contents, partitions_max })
+        let mut registry = Self { storage, dir, contents, partitions_max };
+        // A registry from before topic ids: each topic gets one now, kept from then on.
+        if registry.contents.topics.values().any(|meta| meta.id.is_nil()) {
+            registry.commit(|c| {
+                for meta in c.topics.values_mut().filter(|meta| meta.id.is_nil()) {
+                    meta.id = new_topic_id();
+                }
+            })?;
+        }
+        Ok(registry)
+    }
+
+    /// The name of the topic with `id`.
+    pub(crate) fn name_of(&self, id: Uuid) -> Option<&str> {
+        self.contents.topics.iter().find(|(_, meta)| meta.id == id).map(|(name, _)| name.as_str())
     }
 
     /// All topics, by name.
@@ -133,12 +153,13 @@ impl TopicRegistry {
         })
     }
 
-    /// Creates a topic.
+    /// Creates a topic with `id` (from [`new_topic_id`]).
     pub(crate) fn create(
         &mut self,
         name: &str,
         partitions: u32,
         configs: BTreeMap<String, String>,
+        id: Uuid,
     ) -> Result<(), TopicError> {
         validate_name(name)?;
         if self.contents.topics.contains_key(name) {
@@ -147,7 +168,7 @@ impl TopicRegistry {
         self.check_partitions(name, partitions)?;
         validate_configs(&configs)?;
         self.commit(|c| {
-            c.topics.insert(name.to_string(), TopicMeta { partitions, configs });
+            c.topics.insert(name.to_string(), TopicMeta { id, partitions, configs });
         })
     }
 
@@ -198,6 +219,17 @@ impl TopicRegistry {
     }
 }
 
+/// A fresh topic id: random, never nil, and (as Kafka's) never one whose base64 form
+/// starts with `-`, which command-line tools would read as a flag.
+pub(crate) fn new_topic_id() -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        if id.as_bytes()[0] >> 2 != 62 {
+            return id;
+        }
+    }
+}
+
 /// Kafka's topic name rules.
 pub(crate) fn validate_name(name: &str) -> Result<(), TopicError> {
     let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
@@ -222,16 +254,16 @@ fn io_err(op: &'static str, path: &Path) -> impl Fn(io::Error) -> TopicError {
     move |source| TopicError::Io { op, path: path.clone(), source }
 }
 
-/// `herald-topics v1`, then `@key\tvalue` per property and `name\tpartitions\tk=v\tk=v...`
-/// per topic (topic names never start with `@`), then `crc <hex>` over everything before
-/// that line.
+/// `herald-topics v2`, then `@key\tvalue` per property and
+/// `name\tpartitions\tid\tk=v\tk=v...` per topic (topic names never start with `@`; v1
+/// had no id), then `crc <hex>` over everything before that line.
 fn encode(contents: &Contents) -> Vec<u8> {
     let mut text = format!("{HEADER}\n");
     for (key, value) in &contents.properties {
         text.push_str(&format!("@{key}\t{value}\n"));
     }
     for (name, meta) in &contents.topics {
-        text.push_str(&format!("{name}\t{}", meta.partitions));
+        text.push_str(&format!("{name}\t{}\t{}", meta.partitions, meta.id));
         for (k, v) in &meta.configs {
             text.push_str(&format!("\t{k}={v}"));
         }
@@ -252,9 +284,11 @@ fn decode(bytes: &[u8], path: &Path) -> Result<Contents, TopicError> {
         return Err(damaged("checksum mismatch"));
     }
     let mut lines = body.lines();
-    if lines.next() != Some(HEADER) {
-        return Err(damaged("unknown format"));
-    }
+    let with_ids = match lines.next() {
+        Some(HEADER) => true,
+        Some(HEADER_V1) => false,
+        _ => return Err(damaged("unknown format")),
+    };
     let mut contents = Contents::default();
     for line in lines {
         if let Some(property) = line.strip_prefix('@') {
@@ -265,12 +299,16 @@ fn decode(bytes: &[u8], path: &Path) -> Result<Contents, TopicError> {
         let mut fields = line.split('\t');
         let name = fields.next().ok_or_else(|| damaged("empty line"))?;
         let partitions = fields.next().and_then(|p| p.parse().ok()).ok_or_else(|| damaged("bad partition count"))?;
+        let id = match with_ids {
+            true => fields.next().and_then(|id| Uuid::parse_str(id).ok()).ok_or_else(|| damaged("bad topic id"))?,
+            false => Uuid::nil(),
+        };
         let mut configs = BTreeMap::new();
         for field in fields {
             let (k, v) = field.split_once('=').ok_or_else(|| damaged("bad config"))?;
             configs.insert(k.to_string(), v.to_string());
         }
-        contents.topics.insert(name.to_string(), TopicMeta { partitions, configs });
+        contents.topics.insert(name.to_string(), TopicMeta { id, partitions, configs });
     }
     Ok(contents)
 }

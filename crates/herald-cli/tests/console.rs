@@ -196,6 +196,7 @@ fn the_console_works_in_a_real_browser() {
     browser.fill("#create-topic input[name=name]", "web-orders");
     browser.fill("#create-topic input[name=partitions]", "2");
     browser.click("#create-topic button");
+    browser.find("#partitions"); // the topic's page
     assert!(browser.url().ends_with("/topics/web-orders"), "{}", browser.url());
     let listed = run(&kcat, &["-b", &b, "-L", "-t", "web-orders"], "", &[]);
     let listed = String::from_utf8_lossy(&listed.stdout);
@@ -286,6 +287,7 @@ fn the_console_works_in_a_real_browser() {
     browser.open(&format!("{site}/dead-letters/web-orders.dlq"));
     browser.click("#letters tbody tr input[name=pick]");
     browser.click("#redrive button[value=preview]");
+    browser.find("#redrive-preview");
     let preview = browser.eval("return document.getElementById('redrive-preview').textContent;", json!([]));
     assert!(preview.as_str().is_some_and(|p| p.starts_with("Dry run: 1 would")), "{preview}");
     browser.click("#redrive-send button");
@@ -343,6 +345,7 @@ fn the_console_works_in_a_real_browser() {
     );
     browser.click("#saga-counts tbody tr a");
     browser.click("#saga-instances a");
+    browser.find("#saga-timeline");
     let timeline = browser.eval("return document.querySelectorAll('#saga-timeline tbody tr').length;", json!([]));
     assert!(timeline.as_i64().unwrap_or(0) >= 2, "a timeline: {timeline} at {}", browser.url());
     browser.screenshot(&shots.join("saga.png"));

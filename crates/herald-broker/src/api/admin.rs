@@ -15,10 +15,13 @@ use kafka_protocol::messages::{
     ProducerId,
 };
 
+use uuid::Uuid;
+
 use super::text;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::topic_config;
+use crate::topics::TopicMeta;
 
 /// Kafka's config source code for a default value.
 const SOURCE_DEFAULT: i8 = 5;
@@ -31,8 +34,9 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest, versi
         let mut result = CreatableTopicResult::default();
         result.name = topic.name.clone();
         match create_one(broker, &topic, request.validate_only) {
-            Ok(partitions) if version >= 5 => {
-                result.num_partitions = partitions as i32;
+            Ok(meta) if version >= 5 => {
+                result.topic_id = meta.id; // written from v7 on
+                result.num_partitions = meta.partitions as i32;
                 result.replication_factor = 1;
                 result.configs = Some(described_configs(broker, &topic));
             }
@@ -48,7 +52,7 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest, versi
     response
 }
 
-fn create_one(broker: &Broker, topic: &CreatableTopic, validate_only: bool) -> Result<u32, ApiError> {
+fn create_one(broker: &Broker, topic: &CreatableTopic, validate_only: bool) -> Result<TopicMeta, ApiError> {
     if topic.replication_factor > 1 {
         return Err(ApiError::new(
             ResponseError::InvalidReplicationFactor,
@@ -69,8 +73,7 @@ fn create_one(broker: &Broker, topic: &CreatableTopic, validate_only: bool) -> R
         let Some(value) = &config.value else { continue };
         configs.insert(config.name.to_string(), value.to_string());
     }
-    let meta = broker.create_topic(&topic.name.0, partitions, configs, validate_only)?;
-    Ok(meta.partitions)
+    broker.create_topic(&topic.name.0, partitions, configs, validate_only)
 }
 
 fn described_configs(broker: &Broker, topic: &CreatableTopic) -> Vec<CreatableTopicConfigs> {
@@ -89,25 +92,30 @@ fn described_configs(broker: &Broker, topic: &CreatableTopic) -> Vec<CreatableTo
 }
 
 pub(crate) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-    let names: Vec<Option<String>> = if version >= 6 {
-        request.topics.into_iter().map(|t| t.name.map(|n| n.0.to_string())).collect()
+    let asked: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
     } else {
-        request.topic_names.into_iter().map(|n| Some(n.0.to_string())).collect()
+        request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
     };
     let mut response = DeleteTopicsResponse::default();
-    for name in names {
+    for (name, id) in asked {
         let mut result = DeletableTopicResult::default();
-        let outcome = match &name {
-            Some(name) => broker.delete_topic(name),
-            None => Err(ApiError::new(ResponseError::UnknownTopicId, "topics are addressed by name here")),
+        let outcome = match (&name, id.is_nil()) {
+            (Some(name), true) => broker.delete_topic(name).map(|()| name.clone()),
+            (None, false) => broker.delete_topic_by_id(id),
+            _ => Err(ApiError::new(ResponseError::InvalidRequest, "name a topic by its name or by its id, not both")),
         };
-        if let Err(error) = outcome {
-            result.error_code = error.code;
-            if version >= 5 {
-                result.error_message = Some(text(error.message));
+        match outcome {
+            Ok(deleted) => result.name = Some(super::topic_name(&deleted)),
+            Err(error) => {
+                result.error_code = error.code;
+                if version >= 5 {
+                    result.error_message = Some(text(error.message));
+                }
+                result.name = name.map(|n| super::topic_name(&n));
             }
         }
-        result.name = name.map(|n| super::topic_name(&n));
+        result.topic_id = id; // written from v6 on
         response.responses.push(result);
     }
     response

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
+use crate::partition::Partition;
 use crate::request::{Call, FrameError, Reply};
 
 pub(crate) fn fetch(broker: &Arc<Broker>, request: FetchRequest, call: Call) -> Result<Reply, FrameError> {
@@ -69,12 +70,21 @@ fn read_all(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResp
     for topic in &request.topics {
         let mut topic_result = FetchableTopicResponse::default();
         topic_result.topic = topic.topic.clone();
+        topic_result.topic_id = topic.topic_id;
         for asked in &topic.partitions {
             let mut result = PartitionData::default();
             result.partition_index = asked.partition;
             let partition_max = usize::try_from(asked.partition_max_bytes).unwrap_or(0);
             let limit = partition_max.min(response_max.saturating_sub(total));
-            match read_partition(broker, &topic.topic.0, asked.partition, asked.fetch_offset, limit, total == 0) {
+            // From v13 a topic is named by its id; the name and partition are looked up
+            // together, so a topic created again under the same name never answers for it.
+            let found = match version >= 13 {
+                true => broker.partition_by_id(topic.topic_id, asked.partition),
+                false => broker
+                    .partition(&topic.topic.0, asked.partition)
+                    .ok_or_else(|| ApiError::unknown_partition(&topic.topic.0, asked.partition)),
+            };
+            match read_partition(found, asked.fetch_offset, limit, total == 0) {
                 Ok((records, high_watermark, log_start)) => {
                     total += records.len();
                     result.high_watermark = high_watermark;
@@ -107,17 +117,8 @@ type PartitionRead = Result<(Bytes, i64, i64), (ApiError, i64, i64)>;
 /// One partition's batches from `offset`, at most `limit` bytes; when `first` (nothing
 /// read yet in this response) at least one whole batch, so a large batch cannot stall
 /// the consumer.
-fn read_partition(
-    broker: &Broker,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    limit: usize,
-    first: bool,
-) -> PartitionRead {
-    let Some(found) = broker.partition(topic, partition) else {
-        return Err((ApiError::unknown_partition(topic, partition), -1, -1));
-    };
+fn read_partition(found: Result<Arc<Partition>, ApiError>, offset: i64, limit: usize, first: bool) -> PartitionRead {
+    let found = found.map_err(|error| (error, -1, -1))?;
     let log = found.log();
     let marks = || (log.high_watermark() as i64, log.log_start_offset() as i64);
     let Ok(offset) = u64::try_from(offset) else {

@@ -90,6 +90,22 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             let response = check!(named, MetadataResponse);
             assert_eq!(response.topics[0].partitions.len(), 2);
             assert_ne!(response.topics[1].error_code, 0);
+            let id = broker.topic("t").expect("t").id;
+            if v >= 10 {
+                assert_eq!(response.topics[0].topic_id, id, "v{v}: the topic's id");
+                let by_id = MetadataRequest::default().with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(id),
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(None)
+                        .with_topic_id(uuid::Uuid::from_u128(7)),
+                ]));
+                let response = check!(by_id, MetadataResponse);
+                assert_eq!(response.topics[0].name.as_ref().map(|n| &*n.0), Some("t"), "v{v}");
+                assert_eq!(
+                    (response.topics[1].error_code, response.topics[1].topic_id),
+                    (100, uuid::Uuid::from_u128(7))
+                );
+            }
         }
         ApiKey::Produce => {
             let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
@@ -105,17 +121,33 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             assert_eq!(partitions[1].error_code, 3);
         }
         ApiKey::Fetch => {
+            // Up to v12 a topic is named; from v13 it is its id.
+            let topic = |name_or_id: (&str, uuid::Uuid)| match v >= 13 {
+                true => fetch_request::FetchTopic::default().with_topic_id(name_or_id.1),
+                false => fetch_request::FetchTopic::default().with_topic(name(name_or_id.0)),
+            };
+            let id = broker.topic("t").expect("t").id;
+            let partitions = |p: &[i32]| {
+                p.iter()
+                    .map(|p| {
+                        fetch_request::FetchPartition::default().with_partition(*p).with_partition_max_bytes(1 << 20)
+                    })
+                    .collect::<Vec<_>>()
+            };
             let request = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
-                fetch_request::FetchTopic::default().with_topic(name("t")).with_partitions(vec![
-                    fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20),
-                    fetch_request::FetchPartition::default().with_partition(7).with_partition_max_bytes(1 << 20),
-                ]),
+                topic(("t", id)).with_partitions(partitions(&[0, 7])),
+                topic(("missing", uuid::Uuid::from_u128(7))).with_partitions(partitions(&[0])),
             ]);
             let response = check!(request, FetchResponse);
             let partitions = &response.responses[0].partitions;
             assert_eq!(partitions[0].error_code, 0);
             assert!(partitions[0].records.as_ref().is_some_and(|r| !r.is_empty()), "v{v}");
             assert_eq!(partitions[1].error_code, 3);
+            let unknown = if v >= 13 { 100 } else { 3 };
+            assert_eq!(response.responses[1].partitions[0].error_code, unknown, "v{v}");
+            if v >= 13 {
+                assert_eq!(response.responses[0].topic_id, id, "v{v}: answered by id");
+            }
         }
         ApiKey::ListOffsets => {
             let request = ListOffsetsRequest::default().with_topics(vec![
@@ -144,20 +176,38 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             let response = check!(request, CreateTopicsResponse);
             assert_eq!(response.topics[0].error_code, 0);
             assert_eq!(response.topics[1].error_code, 17);
+            if v >= 7 {
+                let created = broker.topic(&format!("created-{v}")).expect("created").id;
+                assert_eq!(response.topics[0].topic_id, created, "v{v}");
+            }
         }
         ApiKey::DeleteTopics => {
             broker.create_topic(&format!("doomed-{v}"), Some(1), Default::default(), false).expect("create");
             let request = if v >= 6 {
+                let doomed = broker.topic(&format!("doomed-{v}")).expect("doomed").id;
                 DeleteTopicsRequest::default().with_topics(vec![
-                    delete_topics_request::DeleteTopicState::default().with_name(Some(name(&format!("doomed-{v}")))),
+                    delete_topics_request::DeleteTopicState::default().with_topic_id(doomed),
                     delete_topics_request::DeleteTopicState::default().with_name(Some(name("missing"))),
                 ])
             } else {
                 DeleteTopicsRequest::default().with_topic_names(vec![name(&format!("doomed-{v}")), name("missing")])
             };
+            let old_id = broker.topic(&format!("doomed-{v}")).expect("doomed").id;
             let response = check!(request, DeleteTopicsResponse);
             assert_eq!(response.responses[0].error_code, 0);
             assert_eq!(response.responses[1].error_code, 3);
+            assert!(broker.topic(&format!("doomed-{v}")).is_none(), "v{v}: deleted");
+            if v >= 6 {
+                assert_eq!(response.responses[0].name.as_ref().map(|n| n.0.to_string()), Some(format!("doomed-{v}")));
+                // Created again under the same name: a new id, and the old one names nothing.
+                let again = broker.create_topic(&format!("doomed-{v}"), Some(1), Default::default(), false);
+                assert_ne!(again.expect("created again").id, old_id);
+                let stale = DeleteTopicsRequest::default()
+                    .with_topics(vec![delete_topics_request::DeleteTopicState::default().with_topic_id(old_id)]);
+                let response = check!(stale, DeleteTopicsResponse);
+                assert_eq!(response.responses[0].error_code, 100, "v{v}: UNKNOWN_TOPIC_ID");
+                assert!(broker.topic(&format!("doomed-{v}")).is_some(), "the new topic stays");
+            }
         }
         ApiKey::CreatePartitions => {
             let topic = format!("grow-{v}");
@@ -422,8 +472,8 @@ fn bad_frames_are_typed_errors() {
     let err = |bytes: Bytes| handle_frame(&broker, bytes).expect_err("an error");
     assert_eq!(err(Bytes::from_static(&[0, 18, 0])), FrameError::Truncated(3));
     assert_eq!(err(Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1])), FrameError::UnknownApiKey(0x7f00));
-    let metadata = Bytes::from_static(&[0, 3, 0, 13, 0, 0, 0, 1]);
-    assert_eq!(err(metadata), FrameError::Unsupported { api: ApiKey::Metadata, version: 13 });
+    let metadata = Bytes::from_static(&[0, 3, 0, 14, 0, 0, 0, 1]);
+    assert_eq!(err(metadata), FrameError::Unsupported { api: ApiKey::Metadata, version: 14 });
     // A Metadata v0 request claiming 2^31-1 topics in six bytes: an error, not a 150 GB
     // allocation (the vendored kafka-protocol fix).
     let huge = Bytes::from_static(&[0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);

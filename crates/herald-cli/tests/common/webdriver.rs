@@ -79,11 +79,19 @@ impl Browser {
         let session = browser.call("POST", "/session", Some(&capabilities));
         let id = session["sessionId"].as_str().expect("session id").to_string();
         browser.base = format!("{}/session/{id}", browser.base);
+        // Finding an element waits up to 10 s for it: after a click that loads a page, a
+        // find of something only the new page has waits for that page.
+        browser.call("POST", "/timeouts", Some(&json!({ "implicit": 10_000 })));
         browser
     }
 
     /// A WebDriver command; its `value`, or a panic naming the error.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A WebDriver command; its `value`, or the error the driver answered.
+    fn try_call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let reply = match body {
             Some(body) => self.agent.post(&url).header("content-type", "application/json").send(body.to_string()),
@@ -93,8 +101,10 @@ impl Browser {
         let mut reply = reply.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = reply.status().as_u16();
         let text = reply.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(status, 200, "{method} {path}: {text}");
-        serde_json::from_str::<Value>(&text).map(|v| v["value"].clone()).unwrap_or(Value::Null)
+        if status != 200 {
+            return Err(format!("{method} {path}: {status} {text}"));
+        }
+        Ok(serde_json::from_str::<Value>(&text).map(|v| v["value"].clone()).unwrap_or(Value::Null))
     }
 
     /// Navigates to `url` and waits for the page to load.
@@ -175,11 +185,13 @@ impl Browser {
         std::fs::write(path, png).expect("screenshot written");
     }
 
-    /// Polls `script` until it returns true, or `limit` passes (then false).
+    /// Polls `script` until it returns true, or `limit` passes (then false); a script
+    /// error (the next page not loaded yet) counts as not yet.
     pub fn wait_for(&self, script: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
+        let body = json!({ "script": script, "args": [] });
         while Instant::now() < deadline {
-            if self.eval(script, json!([])) == Value::Bool(true) {
+            if self.try_call("POST", "/execute/sync", Some(&body)) == Ok(Value::Bool(true)) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(25));
