@@ -5,9 +5,10 @@
 use kafka_protocol::messages::{
     AlterConfigsResponse, ApiVersionsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse,
     DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
-    DescribeGroupsResponse, FetchResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse,
-    MetadataResponse, OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse,
+    DescribeGroupsResponse, DescribeLogDirsResponse, DescribeProducersResponse, DescribeTopicPartitionsResponse,
+    FetchResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse,
+    JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
     SyncGroupResponse,
 };
 
@@ -74,8 +75,26 @@ per_partition!(
     ListOffsetsResponse => topics.partitions,
     DeleteRecordsResponse => topics.partitions,
     OffsetCommitResponse => topics.partitions,
-    ProduceResponse => responses.partition_responses
+    ProduceResponse => responses.partition_responses,
+    OffsetForLeaderEpochResponse => topics.partitions,
+    DescribeProducersResponse => topics.partitions
 );
+
+impl ErrorCodes for DescribeTopicPartitionsResponse {
+    fn error_codes(&self, each: &mut dyn FnMut(i16)) {
+        for topic in &self.topics {
+            each(topic.error_code);
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
+}
+
+impl ErrorCodes for DescribeLogDirsResponse {
+    fn error_codes(&self, each: &mut dyn FnMut(i16)) {
+        each(self.error_code);
+        self.results.iter().for_each(|r| each(r.error_code));
+    }
+}
 
 impl ErrorCodes for FetchResponse {
     fn error_codes(&self, each: &mut dyn FnMut(i16)) {

@@ -118,6 +118,11 @@ impl Partition {
         })
     }
 
+    /// The idempotent producers this partition remembers.
+    pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
+        self.producers().active()
+    }
+
     /// Forgets producers idle past the expiration time.
     pub fn expire_producers(&self, now_ms: i64) -> usize {
         self.producers().expire(now_ms)

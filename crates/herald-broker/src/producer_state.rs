@@ -93,6 +93,19 @@ struct Entry {
     last_write_ms: i64,
 }
 
+/// One producer a partition remembers (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Its id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The sequence of its last record written.
+    pub last_sequence: i32,
+    /// When it last wrote (ms since the epoch).
+    pub last_write_ms: i64,
+}
+
 /// The producer state of one partition.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProducerState {
@@ -116,6 +129,22 @@ impl ProducerState {
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// The producers remembered, by id: epoch, last sequence, last write.
+    pub(crate) fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, entry)| ActiveProducer {
+                producer_id: *id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |b| b.last_sequence),
+                last_write_ms: entry.last_write_ms,
+            })
+            .collect();
+        active.sort_by_key(|p| p.producer_id);
+        active
     }
 
     /// Decides what to do with `batch`. Does not change the state.

@@ -55,6 +55,10 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Why a frame could not be answered; the server logs it and closes the connection.
@@ -220,6 +224,10 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         ApiKey::ListGroups => RequestKind::ListGroups(decode_body(b, call)?),
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(decode_body(b, call)?),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(decode_body(b, call)?),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(decode_body(b, call)?),
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(decode_body(b, call)?),
+        ApiKey::DescribeProducers => RequestKind::DescribeProducers(decode_body(b, call)?),
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(decode_body(b, call)?),
         _ => return Err(FrameError::Unsupported { api, version }),
     };
     Ok(Decoded::Request(call, Box::new(request), client_id))
@@ -252,8 +260,12 @@ pub(crate) fn api_name(key: i16) -> &'static str {
         37 => "CreatePartitions",
         42 => "DeleteGroups",
         44 => "IncrementalAlterConfigs",
+        23 => "OffsetForLeaderEpoch",
+        35 => "DescribeLogDirs",
         47 => "OffsetDelete",
         60 => "DescribeCluster",
+        61 => "DescribeProducers",
+        75 => "DescribeTopicPartitions",
         _ => "other",
     }
 }
@@ -304,6 +316,10 @@ pub(crate) fn handle_frame_from(broker: &Arc<Broker>, frame: Bytes, client_host:
         RequestKind::DescribeGroups(r) => ready(call.respond(&api::describe_groups(broker, r, version))),
         RequestKind::DeleteGroups(r) => ready(call.respond(&api::delete_groups(broker, r))),
         RequestKind::OffsetDelete(r) => ready(call.respond(&api::offset_delete(broker, r))),
+        RequestKind::OffsetForLeaderEpoch(r) => ready(call.respond(&api::offset_for_leader_epoch(broker, r))),
+        RequestKind::DescribeLogDirs(r) => ready(call.respond(&api::describe_log_dirs(broker, r))),
+        RequestKind::DescribeProducers(r) => ready(call.respond(&api::describe_producers(broker, r))),
+        RequestKind::DescribeTopicPartitions(r) => ready(call.respond(&api::describe_topic_partitions(broker, r))),
         _ => Err(FrameError::Unsupported { api: call.api, version }),
     }
 }

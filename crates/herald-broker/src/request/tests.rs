@@ -435,6 +435,78 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             assert_eq!(response.error_code, 0);
             assert_eq!(broker.groups().offsets().get("committer", "t", 0), None);
         }
+        ApiKey::DescribeTopicPartitions => {
+            let ask = |names: &[&str]| {
+                names
+                    .iter()
+                    .map(|n| describe_topic_partitions_request::TopicRequest::default().with_name(name(n)))
+                    .collect()
+            };
+            let request = DescribeTopicPartitionsRequest::default()
+                .with_topics(ask(&["t", "missing"]))
+                .with_response_partition_limit(1);
+            let response = check!(request, DescribeTopicPartitionsResponse);
+            let named = |response: &DescribeTopicPartitionsResponse, n: &str| {
+                response.topics.iter().find(|t| t.name.as_ref().is_some_and(|name| &*name.0 == n)).cloned()
+            };
+            let t = named(&response, "t").expect("t");
+            assert_eq!((t.error_code, t.topic_id, t.partitions.len()), (0, broker.topic("t").expect("t").id, 1));
+            assert_eq!(named(&response, "missing").map(|m| m.error_code), Some(3));
+            let cursor = response.next_cursor.expect("a second page");
+            assert_eq!((&*cursor.topic_name.0, cursor.partition_index), ("t", 1));
+            let cursor =
+                describe_topic_partitions_request::Cursor::default().with_topic_name(name("t")).with_partition_index(1);
+            let next = DescribeTopicPartitionsRequest::default()
+                .with_topics(ask(&["t", "missing"]))
+                .with_response_partition_limit(10)
+                .with_cursor(Some(cursor));
+            let response = check!(next, DescribeTopicPartitionsResponse);
+            let t = named(&response, "t").expect("t");
+            assert_eq!(t.partitions.iter().map(|p| p.partition_index).collect::<Vec<_>>(), [1], "the rest, once");
+            assert!(named(&response, "missing").is_none(), "before the cursor");
+            assert!(response.next_cursor.is_none());
+        }
+        ApiKey::DescribeLogDirs => {
+            let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![0, 9]),
+            ]));
+            let response = check!(request, DescribeLogDirsResponse);
+            let partitions = &response.results[0].topics[0].partitions;
+            assert_eq!(partitions.len(), 1, "v{v}: a partition this broker lacks is left out");
+            assert!(partitions[0].partition_size > 0, "v{v}");
+            let all = check!(DescribeLogDirsRequest::default().with_topics(None), DescribeLogDirsResponse);
+            assert!(all.results[0].topics.iter().any(|t| &*t.name.0 == "t"));
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_topic(name("t")).with_partitions(
+                    vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_leader_epoch(0),
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_partition(9),
+                    ],
+                ),
+            ]);
+            let response = check!(request, OffsetForLeaderEpochResponse);
+            let partitions = &response.topics[0].partitions;
+            let end = broker.partition("t", 0).expect("t-0").log().high_watermark() as i64;
+            assert_eq!((partitions[0].error_code, partitions[0].leader_epoch, partitions[0].end_offset), (0, 0, end));
+            assert_eq!(partitions[1].error_code, 3);
+        }
+        ApiKey::DescribeProducers => {
+            let request = DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 9]),
+            ]);
+            let response = check!(request, DescribeProducersResponse);
+            let partitions = &response.topics[0].partitions;
+            assert_eq!((partitions[0].error_code, partitions[1].error_code), (0, 3));
+        }
         other => panic!("{other:?} is advertised but has no round trip here"),
     }
 }
