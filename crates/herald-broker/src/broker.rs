@@ -257,6 +257,25 @@ impl Broker {
         }
     }
 
+    /// [`partition_for_produce`](Self::partition_for_produce) for the topic with `id`
+    /// (UNKNOWN_TOPIC_ID when none has it), looked up under one lock.
+    pub fn partition_for_produce_by_id(
+        &self,
+        id: uuid::Uuid,
+        partition: i32,
+    ) -> Result<(Arc<Partition>, u32), ApiError> {
+        let topics = self.read_topics();
+        let name = topics
+            .registry
+            .name_of(id)
+            .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicId, format!("no topic with id {id}")))?;
+        let found = usize::try_from(partition).ok().and_then(|i| topics.partitions.get(name)?.get(i).cloned());
+        match (found, topics.log_configs.get(name)) {
+            (Some(p), Some(config)) => Ok((p, config.batch_bytes_max)),
+            _ => Err(ApiError::unknown_partition(name, partition)),
+        }
+    }
+
     /// Creates a topic (or, with `validate_only`, checks that it could be created).
     /// `partitions` of `None` takes the broker default.
     pub fn create_topic(

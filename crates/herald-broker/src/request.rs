@@ -30,7 +30,7 @@ pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The APIs and version ranges this broker handles, as advertised by ApiVersions.
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 13),

@@ -36,7 +36,12 @@ pub(crate) fn produce(broker: &Arc<Broker>, request: ProduceRequest, call: Call)
             let appended = if request.transactional_id.is_some() {
                 Err(ApiError::new(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported"))
             } else {
-                append(broker, &topic.name.0, data.index, data.records, now)
+                // From v13 a topic is named by its id.
+                let found = match call.version >= 13 {
+                    true => broker.partition_for_produce_by_id(topic.topic_id, data.index),
+                    false => broker.partition_for_produce(&topic.name.0, data.index),
+                };
+                found.and_then(|found| append(found, data.records, now))
             };
             match appended {
                 Ok((partition, appended)) => {
@@ -65,6 +70,7 @@ pub(crate) fn produce(broker: &Arc<Broker>, request: ProduceRequest, call: Call)
             topic_result.partition_responses.push(result);
         }
         topic_result.name = topic.name;
+        topic_result.topic_id = topic.topic_id; // written from v13 on
         response.responses.push(topic_result);
     }
     if !fsync {
@@ -106,13 +112,10 @@ pub(crate) fn produce(broker: &Arc<Broker>, request: ProduceRequest, call: Call)
 }
 
 fn append(
-    broker: &Broker,
-    topic: &str,
-    index: i32,
+    (partition, max_message_bytes): (Arc<Partition>, u32),
     records: Option<bytes::Bytes>,
     now: i64,
 ) -> Result<(Arc<Partition>, crate::partition::Appended), ApiError> {
-    let (partition, max_message_bytes) = broker.partition_for_produce(topic, index)?;
     let records = records.ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no records"))?;
     // Offsets are written into the batch header, so the batch needs its own buffer.
     let mut records = records.to_vec();

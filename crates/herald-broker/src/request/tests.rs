@@ -108,10 +108,19 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             }
         }
         ApiKey::Produce => {
+            // Up to v12 a topic is named; from v13 it is its id.
+            let topic = |n: &str, id: uuid::Uuid| match v >= 13 {
+                true => produce_request::TopicProduceData::default().with_topic_id(id),
+                false => produce_request::TopicProduceData::default().with_name(name(n)),
+            };
+            let id = broker.topic("t").expect("t").id;
             let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
-                produce_request::TopicProduceData::default().with_name(name("t")).with_partition_data(vec![
+                topic("t", id).with_partition_data(vec![
                     produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch())),
                     produce_request::PartitionProduceData::default().with_index(9).with_records(Some(batch())),
+                ]),
+                topic("missing", uuid::Uuid::from_u128(7)).with_partition_data(vec![
+                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch())),
                 ]),
             ]);
             let response = check!(request, ProduceResponse);
@@ -119,6 +128,8 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             assert_eq!(partitions[0].error_code, 0, "v{v}");
             assert!(partitions[0].base_offset >= 0);
             assert_eq!(partitions[1].error_code, 3);
+            let unknown = if v >= 13 { 100 } else { 3 };
+            assert_eq!(response.responses[1].partition_responses[0].error_code, unknown, "v{v}");
         }
         ApiKey::Fetch => {
             // Up to v12 a topic is named; from v13 it is its id.
