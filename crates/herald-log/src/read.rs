@@ -35,6 +35,15 @@ impl Log {
         Ok(ReadBatches { bytes, high_watermark, log_start_offset })
     }
 
+    /// The largest record timestamp among segments readers may see (batch-level, like
+    /// the time index); `None` for an empty log.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let st = self.read_state();
+        let visible =
+            |segment: &&Segment| segment.next_offset > st.log_start_offset && segment.max_timestamp != i64::MIN;
+        st.segments.values().filter(visible).map(|segment| segment.max_timestamp).max()
+    }
+
     /// The first offset whose timestamp is at least `timestamp`, among offsets readers
     /// may see; `None` when every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {

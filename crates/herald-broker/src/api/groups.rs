@@ -360,6 +360,11 @@ pub(crate) fn offset_fetch(broker: &Broker, request: OffsetFetchRequest, version
 
 pub(crate) fn list_groups(broker: &Broker, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let mut response = ListGroupsResponse::default();
+    // Every group here is a classic one (v5 can ask for types).
+    let types = &request.types_filter;
+    if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case("classic")) {
+        return response;
+    }
     for listing in broker.groups().list() {
         let state = listing.state.name();
         if !request.states_filter.is_empty() && !request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(state)) {
@@ -370,6 +375,9 @@ pub(crate) fn list_groups(broker: &Broker, request: ListGroupsRequest, version: 
         group.protocol_type = text(listing.protocol_type);
         if version >= 4 {
             group.group_state = text(state);
+        }
+        if version >= 5 {
+            group.group_type = text("classic");
         }
         response.groups.push(group);
     }

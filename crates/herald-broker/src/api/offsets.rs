@@ -11,6 +11,12 @@ use crate::error::ApiError;
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// ListOffsets v7+.
+const MAX_TIMESTAMP: i64 = -3;
+/// ListOffsets v8+.
+const EARLIEST_LOCAL: i64 = -4;
+/// ListOffsets v9+.
+const LATEST_TIERED: i64 = -5;
 
 pub(crate) fn list_offsets(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
@@ -45,7 +51,17 @@ fn lookup(broker: &Broker, topic: &str, partition: i32, timestamp: i64) -> Resul
     let log = partition_log.log();
     match timestamp {
         LATEST => Ok((log.high_watermark() as i64, -1)),
-        EARLIEST => Ok((log.log_start_offset() as i64, -1)),
+        // Without tiered storage the earliest local offset is the earliest.
+        EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset() as i64, -1)),
+        // The first record with the largest timestamp (KIP-734).
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            Some(max) => {
+                Ok(log.offset_for_timestamp(max)?.map_or((-1, -1), |found| (found.offset as i64, found.timestamp)))
+            }
+            None => Ok((-1, -1)),
+        },
+        // Nothing is tiered (KIP-1005): Kafka's answer without remote storage.
+        LATEST_TIERED => Ok((-1, -1)),
         t if t >= 0 => {
             Ok(log.offset_for_timestamp(t)?.map_or((-1, -1), |found| (found.offset as i64, found.timestamp)))
         }

@@ -172,6 +172,31 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             let partitions = &response.topics[0].partitions;
             assert!(partitions[0].offset >= 3, "v{v}");
             assert_eq!(partitions[2].error_code, 3);
+            // v7: the largest timestamp (-3); v8: the earliest local offset (-4); v9: the
+            // latest tiered one (-5), of which there is none.
+            let special = [(7, -3), (8, -4), (9, -5)];
+            for (since, timestamp) in special.into_iter().filter(|(since, _)| v >= *since) {
+                let request = ListOffsetsRequest::default().with_topics(vec![
+                    list_offsets_request::ListOffsetsTopic::default().with_name(name("t")).with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(timestamp),
+                    ]),
+                ]);
+                let response = check!(request, ListOffsetsResponse);
+                let answer = &response.topics[0].partitions[0];
+                let log = broker.partition("t", 0).expect("t-0");
+                let expected = match since {
+                    7 => log
+                        .log()
+                        .offset_for_timestamp(log.log().max_timestamp().expect("records"))
+                        .expect("read")
+                        .map_or(-2, |f| f.offset as i64),
+                    8 => log.log().log_start_offset() as i64,
+                    _ => -1,
+                };
+                assert_eq!((answer.error_code, answer.offset), (0, expected), "v{v} timestamp {timestamp}");
+            }
         }
         ApiKey::CreateTopics => {
             let request = CreateTopicsRequest::default().with_timeout_ms(1000).with_topics(vec![
@@ -422,6 +447,11 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
         ApiKey::ListGroups => {
             let response = check!(ListGroupsRequest::default(), ListGroupsResponse);
             assert!(response.groups.iter().any(|g| &*g.group_id.0 == "committer"));
+            if v >= 5 {
+                assert!(response.groups.iter().all(|g| &*g.group_type == "classic"));
+                let consumer = ListGroupsRequest::default().with_types_filter(vec![text("consumer")]);
+                assert!(check!(consumer, ListGroupsResponse).groups.is_empty(), "no KIP-848 groups here");
+            }
         }
         ApiKey::DescribeGroups => {
             let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text("committer"))]);
