@@ -1,0 +1,189 @@
+//! The next-generation consumer group protocol's decisions (KIP-848), as plain code
+//! driven by `now`: members heartbeat with their member epoch, the broker computes a
+//! target assignment (the uniform assignor) whenever the group epoch moves, and each
+//! member is reconciled toward its target, revoking before it is given anything another
+//! member still holds. Not wired to the wire yet: ConsumerGroupHeartbeat is not
+//! advertised, so nothing calls this outside its tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A topic partition, by topic name.
+pub(crate) type Place = (String, i32);
+
+/// A member as the group sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    /// The epoch the member is at.
+    epoch: i32,
+    subscriptions: BTreeSet<String>,
+    /// What the member was last told it owns.
+    assigned: BTreeSet<Place>,
+    /// What it was told to give up and has not yet reported given up: still its own,
+    /// so no other member is given these.
+    revoking: BTreeSet<Place>,
+    last_seen_ms: i64,
+}
+
+/// One heartbeat's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub(crate) member_id: String,
+    /// 0 to join, -1 to leave, else the epoch the member believes it is at.
+    pub(crate) member_epoch: i32,
+    /// Topic names; `None`: unchanged.
+    pub(crate) subscriptions: Option<BTreeSet<String>>,
+    /// What the member owns now; `None`: unchanged.
+    pub(crate) owned: Option<BTreeSet<Place>>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The member's epoch and what it owns from now on.
+    Assignment { epoch: i32, partitions: BTreeSet<Place> },
+    /// The member left.
+    Left,
+    /// An epoch the member is not at (FENCED_MEMBER_EPOCH): it must rejoin with epoch 0.
+    Fenced,
+    /// A member id the group does not know (UNKNOWN_MEMBER_ID).
+    Unknown,
+}
+
+/// A consumer group of the new protocol.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConsumerGroup {
+    /// Bumps whenever membership or a subscription changes.
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<String, BTreeSet<Place>>,
+    target_epoch: i32,
+}
+
+impl ConsumerGroup {
+    /// Handles `beat` at `now_ms`; `partitions` gives each topic's partition count.
+    pub(crate) fn heartbeat(&mut self, beat: Heartbeat, partitions: &BTreeMap<String, u32>, now_ms: i64) -> Answer {
+        match beat.member_epoch {
+            -1 => return self.leave(&beat.member_id),
+            0 => self.join(&beat.member_id, now_ms),
+            epoch => match self.members.get(&beat.member_id) {
+                None => return Answer::Unknown,
+                Some(member) if member.epoch != epoch => return Answer::Fenced,
+                Some(_) => {}
+            },
+        }
+        let member = self.members.get_mut(&beat.member_id).expect("joined or known");
+        member.last_seen_ms = now_ms;
+        if let Some(subscriptions) = beat.subscriptions
+            && subscriptions != member.subscriptions
+        {
+            member.subscriptions = subscriptions;
+            self.epoch += 1;
+        }
+        let member = self.members.get_mut(&beat.member_id).expect("known");
+        if let Some(owned) = beat.owned {
+            // A member acknowledges a revocation by no longer listing the partition.
+            member.revoking.retain(|p| owned.contains(p));
+        }
+        if self.target_epoch < self.epoch {
+            self.target = uniform(&self.members, partitions);
+            self.target_epoch = self.epoch;
+        }
+        self.reconcile(&beat.member_id)
+    }
+
+    /// Members silent for longer than `session_timeout_ms` leave; returns their ids.
+    pub(crate) fn expire(&mut self, now_ms: i64, session_timeout_ms: i64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now_ms.saturating_sub(m.last_seen_ms) > session_timeout_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.leave(id);
+        }
+        gone
+    }
+
+    /// Whether `member_id` at `member_epoch` may commit offsets (else STALE_MEMBER_EPOCH
+    /// or UNKNOWN_MEMBER_ID).
+    pub(crate) fn may_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), Answer> {
+        match self.members.get(member_id) {
+            None => Err(Answer::Unknown),
+            Some(member) if member.epoch != member_epoch => Err(Answer::Fenced),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn join(&mut self, member_id: &str, now_ms: i64) {
+        // A rejoin (after being fenced) starts over with nothing owned.
+        let fresh = Member {
+            epoch: 0,
+            subscriptions: BTreeSet::new(),
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+            last_seen_ms: now_ms,
+        };
+        self.members.insert(member_id.to_string(), fresh);
+        self.epoch += 1;
+    }
+
+    fn leave(&mut self, member_id: &str) -> Answer {
+        if self.members.remove(member_id).is_some() {
+            self.epoch += 1;
+        }
+        Answer::Left
+    }
+
+    /// Moves `member_id` toward its target: first it gives up what it should not own, and
+    /// only once it has reported that does it take the target epoch and every target
+    /// partition no other member still holds (assigned or not yet given up).
+    fn reconcile(&mut self, member_id: &str) -> Answer {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let held_elsewhere: BTreeSet<Place> = self
+            .members
+            .iter()
+            .filter(|(id, _)| id.as_str() != member_id)
+            .flat_map(|(_, m)| m.assigned.iter().chain(&m.revoking).cloned())
+            .collect();
+        let member = self.members.get_mut(member_id).expect("known");
+        let to_revoke: Vec<Place> = member.assigned.iter().filter(|p| !target.contains(*p)).cloned().collect();
+        if !to_revoke.is_empty() || !member.revoking.is_empty() {
+            for place in to_revoke {
+                member.assigned.remove(&place);
+                member.revoking.insert(place);
+            }
+            return Answer::Assignment { epoch: member.epoch, partitions: member.assigned.clone() };
+        }
+        member.epoch = self.target_epoch;
+        member.assigned = target.into_iter().filter(|p| !held_elsewhere.contains(p)).collect();
+        Answer::Assignment { epoch: member.epoch, partitions: member.assigned.clone() }
+    }
+}
+
+/// The uniform assignor: every partition of the subscribed topics, dealt round-robin to
+/// the members subscribed to its topic, in a stable order.
+fn uniform(
+    members: &BTreeMap<String, Member>,
+    partitions: &BTreeMap<String, u32>,
+) -> BTreeMap<String, BTreeSet<Place>> {
+    let mut target: BTreeMap<String, BTreeSet<Place>> =
+        members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    let mut next = 0usize;
+    for (topic, count) in partitions {
+        let takers: Vec<&String> =
+            members.iter().filter(|(_, m)| m.subscriptions.contains(topic)).map(|(id, _)| id).collect();
+        if takers.is_empty() {
+            continue;
+        }
+        for partition in 0..*count as i32 {
+            let taker = takers[next % takers.len()];
+            next += 1;
+            target.entry(taker.clone()).or_default().insert((topic.clone(), partition));
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests;
