@@ -3,13 +3,13 @@
 //! told, as Kafka's `ErrorsPerSec` does, without a handler having to remember.
 
 use kafka_protocol::messages::{
-    AlterConfigsResponse, ApiVersionsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse,
-    DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
-    DescribeGroupsResponse, DescribeLogDirsResponse, DescribeProducersResponse, DescribeTopicPartitionsResponse,
-    FetchResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse,
-    JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse,
-    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
-    SyncGroupResponse,
+    AlterConfigsResponse, ApiVersionsResponse, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeConfigsResponse, DescribeGroupsResponse, DescribeLogDirsResponse,
+    DescribeProducersResponse, DescribeTopicPartitionsResponse, FetchResponse, FindCoordinatorResponse,
+    HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse, OffsetDeleteResponse,
+    OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse, SyncGroupResponse,
 };
 
 /// A response's error codes, each handed to `each` (zeros included; the caller skips them).
@@ -30,6 +30,7 @@ macro_rules! top_level {
 
 top_level!(
     ApiVersionsResponse,
+    ConsumerGroupHeartbeatResponse,
     DescribeClusterResponse,
     InitProducerIdResponse,
     HeartbeatResponse,
@@ -57,6 +58,7 @@ per_entry!(
     AlterConfigsResponse => responses,
     IncrementalAlterConfigsResponse => responses,
     DescribeGroupsResponse => groups,
+    ConsumerGroupDescribeResponse => groups,
     DeleteGroupsResponse => results
 );
 

@@ -59,6 +59,8 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// Why a frame could not be answered; the server logs it and closes the connection.
@@ -228,6 +230,8 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(decode_body(b, call)?),
         ApiKey::DescribeProducers => RequestKind::DescribeProducers(decode_body(b, call)?),
         ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(decode_body(b, call)?),
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(decode_body(b, call)?),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(decode_body(b, call)?),
         _ => return Err(FrameError::Unsupported { api, version }),
     };
     Ok(Decoded::Request(call, Box::new(request), client_id))
@@ -265,6 +269,8 @@ pub(crate) fn api_name(key: i16) -> &'static str {
         47 => "OffsetDelete",
         60 => "DescribeCluster",
         61 => "DescribeProducers",
+        68 => "ConsumerGroupHeartbeat",
+        69 => "ConsumerGroupDescribe",
         75 => "DescribeTopicPartitions",
         _ => "other",
     }
@@ -320,6 +326,8 @@ pub(crate) fn handle_frame_from(broker: &Arc<Broker>, frame: Bytes, client_host:
         RequestKind::DescribeLogDirs(r) => ready(call.respond(&api::describe_log_dirs(broker, r))),
         RequestKind::DescribeProducers(r) => ready(call.respond(&api::describe_producers(broker, r))),
         RequestKind::DescribeTopicPartitions(r) => ready(call.respond(&api::describe_topic_partitions(broker, r))),
+        RequestKind::ConsumerGroupHeartbeat(r) => ready(call.respond(&api::consumer_group_heartbeat(broker, r))),
+        RequestKind::ConsumerGroupDescribe(r) => ready(call.respond(&api::consumer_group_describe(broker, r))),
         _ => Err(FrameError::Unsupported { api: call.api, version }),
     }
 }

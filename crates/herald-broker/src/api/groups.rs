@@ -33,6 +33,8 @@ pub(crate) fn code(error: GroupError) -> i16 {
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
     };
     kafka.code()
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod configs;
+mod consumer_groups;
 mod describe;
 mod fetch;
 mod groups;
@@ -13,6 +14,7 @@ mod produce;
 
 pub(crate) use admin::{create_partitions, create_topics, delete_topics, describe_cluster, init_producer_id};
 pub(crate) use configs::{alter_configs, describe_configs, incremental_alter_configs};
+pub(crate) use consumer_groups::{consumer_group_describe, consumer_group_heartbeat};
 pub(crate) use describe::{describe_log_dirs, describe_producers, describe_topic_partitions, offset_for_leader_epoch};
 pub(crate) use fetch::fetch;
 pub(crate) use groups::{

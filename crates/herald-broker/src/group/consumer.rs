@@ -2,8 +2,8 @@
 //! driven by `now`: members heartbeat with their member epoch, the broker computes a
 //! target assignment (the uniform assignor) whenever the group epoch moves, and each
 //! member is reconciled toward its target, revoking before it is given anything another
-//! member still holds. Not wired to the wire yet: ConsumerGroupHeartbeat is not
-//! advertised, so nothing calls this outside its tests.
+//! member still holds. `GroupManager` keeps one per group id of this protocol; the
+//! ConsumerGroupHeartbeat handler feeds it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +49,16 @@ pub(crate) enum Answer {
     Unknown,
 }
 
+/// A member as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberView {
+    pub(crate) member_id: String,
+    pub(crate) epoch: i32,
+    pub(crate) subscriptions: BTreeSet<String>,
+    pub(crate) assigned: BTreeSet<Place>,
+    pub(crate) target: BTreeSet<Place>,
+}
+
 /// A consumer group of the new protocol.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConsumerGroup {
@@ -89,6 +99,30 @@ impl ConsumerGroup {
             self.target_epoch = self.epoch;
         }
         self.reconcile(&beat.member_id)
+    }
+
+    /// True when no member is in the group.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The group epoch and the epoch of its target assignment.
+    pub(crate) fn epochs(&self) -> (i32, i32) {
+        (self.epoch, self.target_epoch)
+    }
+
+    /// Each member: id, epoch, subscriptions, what it owns, and its target.
+    pub(crate) fn members(&self) -> Vec<MemberView> {
+        self.members
+            .iter()
+            .map(|(id, m)| MemberView {
+                member_id: id.clone(),
+                epoch: m.epoch,
+                subscriptions: m.subscriptions.clone(),
+                assigned: m.assigned.clone(),
+                target: self.target.get(id).cloned().unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Members silent for longer than `session_timeout_ms` leave; returns their ids.

@@ -63,6 +63,10 @@ pub enum GroupError {
     GroupIdNotFound,
     /// NOT_COORDINATOR (the broker is giving its groups up: it is shutting down).
     NotCoordinator,
+    /// STALE_MEMBER_EPOCH (a new-protocol member committing at an epoch it is not at).
+    StaleMemberEpoch,
+    /// FENCED_MEMBER_EPOCH (a new-protocol heartbeat at an epoch the member is not at).
+    FencedMemberEpoch,
 }
 
 /// Coordinator settings, each with Kafka's default.
@@ -75,11 +79,22 @@ pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
     /// waits for more members (extended by each join, up to the rebalance timeout).
     pub initial_rebalance_delay_ms: i64,
+    /// `group.consumer.session.timeout.ms`: a new-protocol (KIP-848) member silent this
+    /// long leaves.
+    pub consumer_session_timeout_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms`: how often new-protocol members heartbeat.
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        Self { min_session_timeout_ms: 6_000, max_session_timeout_ms: 1_800_000, initial_rebalance_delay_ms: 3_000 }
+        Self {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+        }
     }
 }
 

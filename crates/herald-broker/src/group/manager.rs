@@ -1,7 +1,7 @@
 //! The async edge of the group coordinator: one lock over every group, parked JoinGroup
 //! and SyncGroup requests as oneshot channels, and the committed-offset store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +11,7 @@ use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 use tokio::sync::oneshot;
 
+use super::consumer::{Answer, ConsumerGroup, Heartbeat};
 use super::coordinator::{
     Completion, Group, GroupConfig, GroupError, GroupState, JoinRequest, JoinResult, Reply, SyncResult,
 };
@@ -44,6 +45,8 @@ impl Waiter {
 #[derive(Debug, Default)]
 struct Inner {
     groups: HashMap<String, Group>,
+    /// Groups of the new protocol (KIP-848); a group id is in one map or the other.
+    consumer: HashMap<String, ConsumerGroup>,
     waiters: HashMap<(String, String), Waiter>,
     /// Set by [`GroupManager::give_up`]: no request parks any more.
     given_up: bool,
@@ -58,6 +61,8 @@ pub struct GroupListing {
     pub protocol_type: String,
     /// The state.
     pub state: GroupState,
+    /// `classic` or `consumer` (the new protocol).
+    pub group_type: &'static str,
 }
 
 /// Every consumer group of the broker.
@@ -101,6 +106,10 @@ impl GroupManager {
             return Err(GroupError::InvalidGroupId);
         }
         let mut inner = self.lock();
+        // A group of the new protocol with members takes no classic members.
+        if inner.consumer.get(group_id).is_some_and(|g| !g.is_empty()) {
+            return Err(GroupError::InconsistentProtocol);
+        }
         if inner.given_up {
             return Err(GroupError::NotCoordinator);
         }
@@ -188,6 +197,31 @@ impl GroupManager {
         results
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848): `partitions` gives each topic's partition
+    /// count. A group id with classic members is not a consumer group.
+    pub(crate) fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        beat: Heartbeat,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<Answer, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let mut inner = self.lock();
+        if inner.groups.get(group_id).is_some_and(|g| !g.members().is_empty()) {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        let group = inner.consumer.entry(group_id.to_string()).or_default();
+        Ok(group.heartbeat(beat, partitions, now_ms))
+    }
+
+    /// A copy of one new-protocol group, for ConsumerGroupDescribe.
+    pub(crate) fn describe_consumer(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.lock().consumer.get(group_id).cloned()
+    }
+
     /// Whether this member may commit offsets for the group now (an unknown group is
     /// created Empty for a commit from outside the group protocol).
     pub fn check_commit(
@@ -201,6 +235,16 @@ impl GroupManager {
             return Err(GroupError::InvalidGroupId);
         }
         let mut inner = self.lock();
+        if let Some(group) = inner.consumer.get(group_id) {
+            // A commit from outside the group (no member, no epoch) only while it is empty.
+            if member_id.is_empty() && generation < 0 && group.is_empty() {
+                return Ok(());
+            }
+            return group.may_commit(member_id, generation).map_err(|answer| match answer {
+                Answer::Fenced => GroupError::StaleMemberEpoch,
+                _ => GroupError::UnknownMember,
+            });
+        }
         match inner.groups.get(group_id) {
             Some(group) => group.check_commit(member_id, instance_id, generation),
             None if generation < 0 && member_id.is_empty() => {
@@ -218,12 +262,20 @@ impl GroupManager {
             .groups
             .values()
             .filter(|g| g.state() != GroupState::Dead)
+            .filter(|g| !inner.consumer.contains_key(&g.id))
             .map(|g| GroupListing {
                 group_id: g.id.clone(),
                 protocol_type: g.protocol_type().unwrap_or_default().to_string(),
                 state: g.state(),
+                group_type: "classic",
             })
             .collect();
+        groups.extend(inner.consumer.iter().map(|(id, group)| GroupListing {
+            group_id: id.clone(),
+            protocol_type: "consumer".to_string(),
+            state: if group.is_empty() { GroupState::Empty } else { GroupState::Stable },
+            group_type: "consumer",
+        }));
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         groups
     }
@@ -303,6 +355,12 @@ impl GroupManager {
         let mut inner = self.lock();
         // Forget parked requests whose connection is gone.
         inner.waiters.retain(|_, waiter| !waiter.is_closed());
+        let timeout = self.config.consumer_session_timeout_ms;
+        for (id, group) in inner.consumer.iter_mut() {
+            for member in group.expire(now_ms, timeout) {
+                tracing::info!(group = %id, %member, "a consumer group member's session expired");
+            }
+        }
         let ids: Vec<String> = inner.groups.keys().cloned().collect();
         for id in ids {
             let completions = match inner.groups.get_mut(&id) {

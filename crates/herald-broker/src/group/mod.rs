@@ -1,8 +1,7 @@
 //! Consumer groups: the coordinator state machine ([`coordinator`], plain code driven by
-//! `now`), its async edge ([`manager`]), and committed offsets ([`offsets`]).
+//! `now`), the new protocol's (KIP-848, [`consumer`]), their async edge ([`manager`]),
+//! and committed offsets ([`offsets`]).
 
-// The new protocol's decisions, model-tested; not served on the wire yet.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod consumer;
 pub(crate) mod coordinator;
 pub(crate) mod manager;

@@ -4,8 +4,13 @@ use bytes::Bytes;
 
 use super::coordinator::*;
 
-const CONFIG: GroupConfig =
-    GroupConfig { min_session_timeout_ms: 1_000, max_session_timeout_ms: 60_000, initial_rebalance_delay_ms: 3_000 };
+const CONFIG: GroupConfig = GroupConfig {
+    min_session_timeout_ms: 1_000,
+    max_session_timeout_ms: 60_000,
+    initial_rebalance_delay_ms: 3_000,
+    consumer_session_timeout_ms: 45_000,
+    consumer_heartbeat_interval_ms: 5_000,
+};
 
 fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {
     JoinRequest {

@@ -548,6 +548,96 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
             let partitions = &response.topics[0].partitions;
             assert_eq!((partitions[0].error_code, partitions[1].error_code), (0, 3));
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let group = GroupId(text(&format!("new-protocol-{v}")));
+            let member = if v >= 1 { text(&format!("member-{v}")) } else { text("") };
+            let join = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(member)
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![name("t")]))
+                .with_topic_partitions(Some(vec![]));
+            let response = check!(join, ConsumerGroupHeartbeatResponse);
+            assert_eq!(response.error_code, 0, "v{v}: {:?}", response.error_message);
+            let member = response.member_id.clone().expect("a member id");
+            assert!(!member.is_empty());
+            let assigned = response.assignment.expect("an assignment");
+            assert_eq!(assigned.topic_partitions[0].topic_id, broker.topic("t").expect("t").id);
+            assert_eq!(assigned.topic_partitions[0].partitions, [0, 1], "the only member takes both");
+            // Commits follow the member epoch (OffsetCommit v9).
+            let commit = |epoch: i32| {
+                OffsetCommitRequest::default()
+                    .with_group_id(group.clone())
+                    .with_member_id(member.clone())
+                    .with_generation_id_or_member_epoch(epoch)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(1),
+                            ]),
+                    ])
+            };
+            for (epoch, expected) in [(response.member_epoch, 0), (response.member_epoch - 1, 113)] {
+                let bytes =
+                    answer(broker, frame(ApiKey::OffsetCommit, 9, id + 600, &commit(epoch))).await.expect("committed");
+                let committed: OffsetCommitResponse = decode(bytes, 9, id + 600);
+                assert_eq!(
+                    committed.topics[0].partitions[0].error_code, expected,
+                    "epoch {epoch}: STALE_MEMBER_EPOCH when stale"
+                );
+            }
+            let stale = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(member.clone())
+                .with_member_epoch(response.member_epoch + 7);
+            assert_eq!(check!(stale, ConsumerGroupHeartbeatResponse).error_code, 110, "FENCED_MEMBER_EPOCH");
+            if v >= 1 {
+                let regex = ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(group.clone())
+                    .with_member_id(text("regex-member"))
+                    .with_member_epoch(0)
+                    .with_subscribed_topic_regex(Some(text("t.*")));
+                assert_eq!(check!(regex, ConsumerGroupHeartbeatResponse).error_code, 42, "regexes are refused");
+            }
+            // A classic member cannot join a group of the new protocol.
+            let classic = JoinGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(text("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(text("range"))]);
+            let bytes = answer(broker, frame(ApiKey::JoinGroup, 5, id + 500, &classic)).await.expect("a response");
+            let refused: JoinGroupResponse = decode(bytes, 5, id + 500);
+            assert_eq!(refused.error_code, 23, "INCONSISTENT_GROUP_PROTOCOL");
+            let leave = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group)
+                .with_member_id(member)
+                .with_member_epoch(-1);
+            let left = check!(leave, ConsumerGroupHeartbeatResponse);
+            assert_eq!((left.error_code, left.member_epoch), (0, -1));
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let group = GroupId(text("described-new"));
+            let join = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(text("m"))
+                .with_member_epoch(0)
+                .with_subscribed_topic_names(Some(vec![name("t")]));
+            let bytes =
+                answer(broker, frame(ApiKey::ConsumerGroupHeartbeat, 1, id + 500, &join)).await.expect("joined");
+            let _: ConsumerGroupHeartbeatResponse = decode(bytes, 1, id + 500);
+            let request =
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![group, GroupId(text("committer"))]);
+            let response = check!(request, ConsumerGroupDescribeResponse);
+            let described = &response.groups[0];
+            assert_eq!((described.error_code, &*described.group_state), (0, "Stable"), "v{v}");
+            assert_eq!(described.members[0].assignment.topic_partitions[0].partitions, [0, 1]);
+            assert_eq!(response.groups[1].error_code, 69, "a classic group is not described here");
+        }
         other => panic!("{other:?} is advertised but has no round trip here"),
     }
 }
