@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 
 use super::{groups::code, text, topic_name};
 use crate::broker::{Broker, now_ms};
-use crate::group::consumer::{Answer, Heartbeat, Place};
+use crate::group::consumer::{Answer, Assignor, Heartbeat, Place};
 
 /// Members per group at most; a join past it is refused (GROUP_MAX_SIZE_REACHED).
 const MEMBERS_MAX: usize = 1_000;
@@ -42,6 +42,13 @@ pub(crate) fn consumer_group_heartbeat(
     if request.member_epoch == 0 && members_of(broker, &request.group_id.0) >= MEMBERS_MAX {
         return refuse(response, ResponseError::GroupMaxSizeReached, "the group is full");
     }
+    let assignor = match request.server_assignor.as_deref().filter(|name| !name.is_empty()) {
+        None => None,
+        Some(name) => match Assignor::parse(name) {
+            Some(assignor) => Some(assignor),
+            None => return refuse(response, ResponseError::UnsupportedAssignor, "the assignors are uniform and range"),
+        },
+    };
     let owned = request.topic_partitions.map(|topics| {
         topics
             .iter()
@@ -55,6 +62,7 @@ pub(crate) fn consumer_group_heartbeat(
         member_epoch: request.member_epoch.max(-1),
         subscriptions: request.subscribed_topic_names.map(|names| names.iter().map(|n| n.0.to_string()).collect()),
         owned,
+        assignor,
     };
     let partitions: BTreeMap<String, u32> =
         broker.topics().into_iter().map(|(name, meta)| (name, meta.partitions)).collect();
@@ -110,7 +118,7 @@ pub(crate) fn consumer_group_describe(
                 described.group_state = text(if group.is_empty() { "Empty" } else { "Stable" });
                 described.group_epoch = epoch;
                 described.assignment_epoch = target_epoch;
-                described.assignor_name = text("uniform");
+                described.assignor_name = text(group.assignor().name());
                 described.members = group
                     .members()
                     .into_iter()

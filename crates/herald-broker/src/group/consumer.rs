@@ -10,6 +10,34 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A topic partition, by topic name.
 pub(crate) type Place = (String, i32);
 
+/// The server-side assignors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Assignor {
+    /// Every partition dealt round-robin (Kafka's default).
+    Uniform,
+    /// Each topic's partitions in contiguous ranges.
+    Range,
+}
+
+impl Assignor {
+    /// `uniform` or `range`.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "uniform" => Some(Self::Uniform),
+            "range" => Some(Self::Range),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Uniform => "uniform",
+            Self::Range => "range",
+        }
+    }
+}
+
 /// A member as the group sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Member {
@@ -21,6 +49,8 @@ struct Member {
     /// What it was told to give up and has not yet reported given up: still its own,
     /// so no other member is given these.
     revoking: BTreeSet<Place>,
+    /// The assignor it asked for, if any.
+    assignor: Option<Assignor>,
     last_seen_ms: i64,
 }
 
@@ -34,6 +64,8 @@ pub(crate) struct Heartbeat {
     pub(crate) subscriptions: Option<BTreeSet<String>>,
     /// What the member owns now; `None`: unchanged.
     pub(crate) owned: Option<BTreeSet<Place>>,
+    /// The assignor it asks for; `None`: unchanged.
+    pub(crate) assignor: Option<Assignor>,
 }
 
 /// The answer to a heartbeat.
@@ -67,6 +99,9 @@ pub(crate) struct ConsumerGroup {
     members: BTreeMap<String, Member>,
     target: BTreeMap<String, BTreeSet<Place>>,
     target_epoch: i32,
+    /// The partition counts of the subscribed topics the target was computed from: a
+    /// topic created or grown moves the group epoch.
+    counts: BTreeMap<String, u32>,
 }
 
 impl ConsumerGroup {
@@ -90,15 +125,36 @@ impl ConsumerGroup {
             self.epoch += 1;
         }
         let member = self.members.get_mut(&beat.member_id).expect("known");
+        if beat.assignor.is_some() && beat.assignor != member.assignor {
+            member.assignor = beat.assignor;
+            self.epoch += 1;
+        }
+        let member = self.members.get_mut(&beat.member_id).expect("known");
         if let Some(owned) = beat.owned {
             // A member acknowledges a revocation by no longer listing the partition.
             member.revoking.retain(|p| owned.contains(p));
         }
+        let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| m.subscriptions.iter()).collect();
+        let counts: BTreeMap<String, u32> =
+            subscribed.into_iter().filter_map(|t| Some((t.clone(), *partitions.get(t)?))).collect();
+        if counts != self.counts {
+            self.counts = counts;
+            self.epoch += 1;
+        }
         if self.target_epoch < self.epoch {
-            self.target = uniform(&self.members, partitions);
+            self.target = match self.assignor() {
+                Assignor::Uniform => uniform(&self.members, partitions),
+                Assignor::Range => range(&self.members, partitions),
+            };
             self.target_epoch = self.epoch;
         }
         self.reconcile(&beat.member_id)
+    }
+
+    /// The assignor most members ask for (uniform on a tie or when none asks).
+    pub(crate) fn assignor(&self) -> Assignor {
+        let votes = |a: Assignor| self.members.values().filter(|m| m.assignor == Some(a)).count();
+        if votes(Assignor::Range) > votes(Assignor::Uniform) { Assignor::Range } else { Assignor::Uniform }
     }
 
     /// True when no member is in the group.
@@ -156,6 +212,7 @@ impl ConsumerGroup {
             subscriptions: BTreeSet::new(),
             assigned: BTreeSet::new(),
             revoking: BTreeSet::new(),
+            assignor: None,
             last_seen_ms: now_ms,
         };
         self.members.insert(member_id.to_string(), fresh);
@@ -214,6 +271,29 @@ fn uniform(
             let taker = takers[next % takers.len()];
             next += 1;
             target.entry(taker.clone()).or_default().insert((topic.clone(), partition));
+        }
+    }
+    target
+}
+
+/// The range assignor: each topic's partitions split into contiguous ranges over the
+/// members subscribed to it, in member id order, the first ones taking one more.
+fn range(members: &BTreeMap<String, Member>, partitions: &BTreeMap<String, u32>) -> BTreeMap<String, BTreeSet<Place>> {
+    let mut target: BTreeMap<String, BTreeSet<Place>> =
+        members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    for (topic, count) in partitions {
+        let takers: Vec<&String> =
+            members.iter().filter(|(_, m)| m.subscriptions.contains(topic)).map(|(id, _)| id).collect();
+        if takers.is_empty() {
+            continue;
+        }
+        let (each, extra) = (*count as usize / takers.len(), *count as usize % takers.len());
+        let mut next = 0i32;
+        for (i, taker) in takers.iter().enumerate() {
+            let share = (each + usize::from(i < extra)) as i32;
+            let entry = target.entry((*taker).clone()).or_default();
+            entry.extend((next..next + share).map(|p| (topic.clone(), p)));
+            next += share;
         }
     }
     target

@@ -590,6 +590,12 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
                     "epoch {epoch}: STALE_MEMBER_EPOCH when stale"
                 );
             }
+            let sticky = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(member.clone())
+                .with_member_epoch(response.member_epoch)
+                .with_server_assignor(Some(text("sticky")));
+            assert_eq!(check!(sticky, ConsumerGroupHeartbeatResponse).error_code, 112, "UNSUPPORTED_ASSIGNOR");
             let stale = ConsumerGroupHeartbeatRequest::default()
                 .with_group_id(group.clone())
                 .with_member_id(member.clone())

@@ -27,6 +27,7 @@ fn beat(group: &mut ConsumerGroup, id: &str, client: &mut Client, topics: &BTree
         member_epoch: client.epoch,
         subscriptions,
         owned: Some(client.owned.clone()),
+        assignor: None,
     };
     let answer = group.heartbeat(heartbeat, topics, now);
     if let Answer::Assignment { epoch, partitions } = &answer {
@@ -60,7 +61,7 @@ proptest! {
                     clients.insert(id, client);
                 }
                 1 if clients.contains_key(&id) => {
-                    group.heartbeat(Heartbeat { member_id: id.clone(), member_epoch: -1, subscriptions: None, owned: None }, &topics, now as i64);
+                    group.heartbeat(Heartbeat { member_id: id.clone(), member_epoch: -1, subscriptions: None, owned: None, assignor: None }, &topics, now as i64);
                     clients.remove(&id);
                 }
                 _ => {
@@ -96,15 +97,12 @@ fn a_stale_epoch_is_fenced_and_commits_follow_the_member_epoch() {
     let mut group = ConsumerGroup::default();
     let mut client = Client::default();
     beat(&mut group, "m", &mut client, &topics, 0);
-    assert_eq!(
-        (client.epoch, client.owned.len()),
-        (2, 2),
-        "joined at group epoch 2 (join, subscribe) with both partitions"
-    );
+    assert_eq!(client.owned.len(), 2, "the only member takes both partitions");
+    assert!(client.epoch > 0);
     assert_eq!(group.may_commit("m", client.epoch), Ok(()));
     assert_eq!(group.may_commit("m", client.epoch - 1), Err(Answer::Fenced));
     assert_eq!(group.may_commit("stranger", 1), Err(Answer::Unknown));
-    let stale = Heartbeat { member_id: "m".into(), member_epoch: 1, subscriptions: None, owned: None };
+    let stale = Heartbeat { member_id: "m".into(), member_epoch: 1, subscriptions: None, owned: None, assignor: None };
     assert_eq!(group.heartbeat(stale, &topics, 1), Answer::Fenced);
 }
 
@@ -126,4 +124,46 @@ fn a_second_member_gets_partitions_only_after_the_first_gives_them_up() {
     assert_eq!(second.owned.len(), 2, "then m2 takes them");
     assert!(first.owned.is_disjoint(&second.owned));
     assert_eq!(group.expire(100_000, 45_000), ["m1", "m2"]);
+}
+
+#[test]
+fn the_range_assignor_gives_contiguous_ranges_when_most_members_ask_for_it() {
+    let topics: BTreeMap<String, u32> = [("a".to_string(), 5)].into();
+    let mut group = ConsumerGroup::default();
+    let join = |id: &str| Heartbeat {
+        member_id: id.to_string(),
+        member_epoch: 0,
+        subscriptions: Some(["a".to_string()].into()),
+        owned: Some(BTreeSet::new()),
+        assignor: Some(Assignor::Range),
+    };
+    group.heartbeat(join("m1"), &topics, 0);
+    group.heartbeat(join("m2"), &topics, 1);
+    assert_eq!(group.assignor(), Assignor::Range);
+    let targets: Vec<BTreeSet<Place>> = group.members().into_iter().map(|m| m.target).collect();
+    let place = |p: i32| ("a".to_string(), p);
+    assert_eq!(targets[0], [place(0), place(1), place(2)].into());
+    assert_eq!(targets[1], [place(3), place(4)].into());
+    assert_eq!(Assignor::parse("sticky"), None);
+}
+
+#[test]
+fn a_topic_created_after_the_subscription_is_assigned_when_it_appears() {
+    let mut group = ConsumerGroup::default();
+    let mut client = Client::default();
+    let none: BTreeMap<String, u32> = BTreeMap::new();
+    let join = Heartbeat {
+        member_id: "m".into(),
+        member_epoch: 0,
+        subscriptions: Some(["later".to_string()].into()),
+        owned: Some(BTreeSet::new()),
+        assignor: None,
+    };
+    let Answer::Assignment { epoch, partitions } = group.heartbeat(join, &none, 0) else { panic!("joined") };
+    assert!(partitions.is_empty(), "no topic yet");
+    client.epoch = epoch;
+    let topics: BTreeMap<String, u32> = [("later".to_string(), 3)].into();
+    beat(&mut group, "m", &mut client, &topics, 1);
+    assert_eq!(client.owned.len(), 3, "the new topic's partitions");
+    assert!(client.epoch > epoch, "the group epoch moved with it");
 }
