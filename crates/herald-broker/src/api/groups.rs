@@ -323,6 +323,16 @@ pub(crate) fn offset_fetch(broker: &Broker, request: OffsetFetchRequest, version
             let asked =
                 group.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
             let mut result = offset_fetch_response::OffsetFetchResponseGroup::default();
+            // v9 names the fetching member of a new-protocol group: a stale one is refused.
+            let member = group.member_id.as_deref().filter(|m| version >= 9 && !m.is_empty());
+            if let Some(Err(error)) =
+                member.map(|m| broker.groups().check_fetch(&group.group_id.0, m, group.member_epoch))
+            {
+                result.error_code = code(error);
+                result.group_id = group.group_id;
+                response.groups.push(result);
+                continue;
+            }
             for (topic, partitions) in fetch_offsets(broker, &group.group_id.0, asked) {
                 let mut t = offset_fetch_response::OffsetFetchResponseTopics::default();
                 t.name = super::topic_name(&topic);

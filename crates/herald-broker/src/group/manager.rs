@@ -217,6 +217,18 @@ impl GroupManager {
         Ok(group.heartbeat(beat, partitions, now_ms))
     }
 
+    /// Whether a new-protocol member at `member_epoch` may fetch the group's offsets
+    /// (OffsetFetch v9 names its member); a classic group does not check.
+    pub fn check_fetch(&self, group_id: &str, member_id: &str, member_epoch: i32) -> Result<(), GroupError> {
+        match self.lock().consumer.get(group_id) {
+            Some(group) => group.may_commit(member_id, member_epoch).map_err(|answer| match answer {
+                Answer::Fenced => GroupError::StaleMemberEpoch,
+                _ => GroupError::UnknownMember,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A copy of one new-protocol group, for ConsumerGroupDescribe.
     pub(crate) fn describe_consumer(&self, group_id: &str) -> Option<ConsumerGroup> {
         self.lock().consumer.get(group_id).cloned()

@@ -590,6 +590,22 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
                     "epoch {epoch}: STALE_MEMBER_EPOCH when stale"
                 );
             }
+            // So do fetches of the group's offsets that name the member (OffsetFetch v9).
+            let fetch = |epoch: i32| {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(group.clone())
+                        .with_member_id(Some(member.clone()))
+                        .with_member_epoch(epoch)
+                        .with_topics(None),
+                ])
+            };
+            for (epoch, expected) in [(response.member_epoch, 0), (response.member_epoch - 1, 113)] {
+                let bytes =
+                    answer(broker, frame(ApiKey::OffsetFetch, 9, id + 700, &fetch(epoch))).await.expect("fetched");
+                let fetched: OffsetFetchResponse = decode(bytes, 9, id + 700);
+                assert_eq!(fetched.groups[0].error_code, expected, "epoch {epoch}");
+            }
             let sticky = ConsumerGroupHeartbeatRequest::default()
                 .with_group_id(group.clone())
                 .with_member_id(member.clone())
