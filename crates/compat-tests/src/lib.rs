@@ -20,6 +20,20 @@ pub fn client(broker: &TestBroker) -> ClientConfig {
     config
 }
 
+/// A consumer of `group` that starts at the beginning, commits every 200 ms and polls
+/// with short fetch waits (tests add the group protocol's own settings).
+pub fn group_reader(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
+        .set("fetch.wait.max.ms", "100");
+    config
+}
+
 /// Creates `topic` with `partitions` partitions through the admin API (CreateTopics).
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use herald_broker::BrokerConfig;
 use herald_broker::GroupConfig;
-use herald_compat_tests::{TestBroker, create_topic};
+use herald_compat_tests::{TestBroker, create_topic, group_reader};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
@@ -52,17 +52,11 @@ async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<u64>) {
 }
 
 fn consumer_config(bootstrap: &str, group: &str, strategy: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = group_reader(bootstrap, group);
     config
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "200")
         .set("session.timeout.ms", "3000")
         .set("heartbeat.interval.ms", "300")
-        .set("partition.assignment.strategy", strategy)
-        .set("fetch.wait.max.ms", "100");
+        .set("partition.assignment.strategy", strategy);
     config
 }
 

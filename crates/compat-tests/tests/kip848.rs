@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_broker::{BrokerConfig, GroupConfig};
-use herald_compat_tests::{TestBroker, create_topic};
+use herald_compat_tests::{TestBroker, create_topic, group_reader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
@@ -28,15 +28,8 @@ struct Member {
 
 impl Member {
     fn start(bootstrap: &str, group: &str, protocol: &str, read: Arc<AtomicUsize>) -> Self {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "200")
-            .set("fetch.wait.max.ms", "100")
-            .set("group.protocol", protocol);
+        let mut config = group_reader(bootstrap, group);
+        config.set("group.protocol", protocol);
         if protocol == "classic" {
             config.set("session.timeout.ms", "6000").set("heartbeat.interval.ms", "300");
         }

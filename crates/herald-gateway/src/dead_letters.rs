@@ -97,11 +97,16 @@ pub(crate) async fn page(
     Ok(axum::Json(json!({ "deadLetters": letters, "next": next })).into_response())
 }
 
+/// What a dead letter's `dlq-*` headers say.
+pub(crate) fn story(message: &Message) -> DeadLetter {
+    DeadLetter::from_headers(
+        message.headers.iter().map(|(name, value)| (name.as_bytes(), value.as_str().map(str::as_bytes))),
+    )
+}
+
 /// A dead letter as shown: the record, plus what its `dlq-*` headers say.
 pub(crate) fn shown(message: Message) -> serde_json::Value {
-    let letter = DeadLetter::from_headers(
-        message.headers.iter().map(|(name, value)| (name.as_bytes(), value.as_str().map(str::as_bytes))),
-    );
+    let letter = story(&message);
     let mut value = serde_json::to_value(&message).unwrap_or_default();
     if let Some(fields) = value.as_object_mut() {
         let story = json!({

@@ -1,7 +1,8 @@
 //! herald-gateway is `herald serve`'s HTTP side: an admin REST API under `/api/v1`
 //! (topics, messages, produce, consumer groups with lag in offsets and seconds), topics as
 //! Server-Sent Events that resume exactly where a client left off, Prometheus metrics,
-//! and health checks. It runs in the broker's process and reads the logs and group state
+//! health checks, the web console (server-rendered pages at `/`), and the schema
+//! registry's Confluent REST API on its own listener. It runs in the broker's process and reads the logs and group state
 //! directly, not over the Kafka protocol.
 //!
 //! It refuses to serve a non-loopback address without bearer tokens unless told to, and

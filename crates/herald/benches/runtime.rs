@@ -27,26 +27,11 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderPlaced {
-    order_id: String,
-    customer_id: String,
-    amount_cents: u64,
-}
-herald::event!(OrderPlaced, type = "order.placed", version = 1, topic = "bench.orders", key = order_id);
+mod common;
 
-const IN_FLIGHT: usize = 10_000;
-
-fn event(n: u64) -> OrderPlaced {
-    OrderPlaced {
-        order_id: format!("order-{}", n % 10_000),
-        customer_id: format!("customer-{}", n % 977),
-        amount_cents: n,
-    }
-}
+use common::{IN_FLIGHT, OrderPlaced, event};
 
 fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();

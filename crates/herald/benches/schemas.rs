@@ -17,26 +17,11 @@ use herald::{Publisher, PublisherConfig};
 use herald_broker::{BrokerConfig, Durability, ServerConfig};
 use herald_gateway::{GatewayConfig, RunningRegistry};
 use herald_registry::Registry;
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-struct OrderPlaced {
-    order_id: String,
-    customer_id: String,
-    amount_cents: u64,
-}
-herald::event!(OrderPlaced, type = "order.placed", version = 1, topic = "bench.orders", key = order_id);
+mod common;
 
-const IN_FLIGHT: usize = 10_000;
-
-fn event(n: u64) -> OrderPlaced {
-    OrderPlaced {
-        order_id: format!("order-{}", n % 10_000),
-        customer_id: format!("customer-{}", n % 977),
-        amount_cents: n,
-    }
-}
+use common::{IN_FLIGHT, OrderPlaced, event};
 
 /// Publishes `count` events with up to IN_FLIGHT in flight; events/s.
 async fn publish(publisher: &Publisher, count: u64) -> f64 {

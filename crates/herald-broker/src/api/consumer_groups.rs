@@ -16,9 +16,6 @@ use super::{groups::code, text, topic_name};
 use crate::broker::{Broker, now_ms};
 use crate::group::consumer::{Answer, Assignor, Heartbeat, Place};
 
-/// Members per group at most; a join past it is refused (GROUP_MAX_SIZE_REACHED).
-const MEMBERS_MAX: usize = 1_000;
-
 pub(crate) fn consumer_group_heartbeat(
     broker: &Broker,
     request: ConsumerGroupHeartbeatRequest,
@@ -39,9 +36,6 @@ pub(crate) fn consumer_group_heartbeat(
         (true, 0) => uuid::Uuid::new_v4().simple().to_string(),
         (true, _) => return refuse(response, ResponseError::UnknownMemberId, "a member id is required"),
     };
-    if request.member_epoch == 0 && members_of(broker, &request.group_id.0) >= MEMBERS_MAX {
-        return refuse(response, ResponseError::GroupMaxSizeReached, "the group is full");
-    }
     let assignor = match request.server_assignor.as_deref().filter(|name| !name.is_empty()) {
         None => None,
         Some(name) => match Assignor::parse(name) {
@@ -78,12 +72,9 @@ pub(crate) fn consumer_group_heartbeat(
         Ok(Answer::Left) => response.member_epoch = request.member_epoch,
         Ok(Answer::Fenced) => response.error_code = ResponseError::FencedMemberEpoch.code(),
         Ok(Answer::Unknown) => response.error_code = ResponseError::UnknownMemberId.code(),
+        Ok(Answer::Full) => response.error_code = ResponseError::GroupMaxSizeReached.code(),
     }
     response
-}
-
-fn members_of(broker: &Broker, group_id: &str) -> usize {
-    broker.groups().describe_consumer(group_id).map_or(0, |g| g.members().len())
 }
 
 /// Partitions grouped by topic id (a topic deleted meanwhile is left out).

@@ -79,7 +79,12 @@ pub(crate) enum Answer {
     Fenced,
     /// A member id the group does not know (UNKNOWN_MEMBER_ID).
     Unknown,
+    /// A join past [`MEMBERS_MAX`] (GROUP_MAX_SIZE_REACHED).
+    Full,
 }
+
+/// Members per group at most.
+pub(crate) const MEMBERS_MAX: usize = 1_000;
 
 /// A member as ConsumerGroupDescribe shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +114,9 @@ impl ConsumerGroup {
     pub(crate) fn heartbeat(&mut self, beat: Heartbeat, partitions: &BTreeMap<String, u32>, now_ms: i64) -> Answer {
         match beat.member_epoch {
             -1 => return self.leave(&beat.member_id),
+            0 if !self.members.contains_key(&beat.member_id) && self.members.len() >= MEMBERS_MAX => {
+                return Answer::Full;
+            }
             0 => self.join(&beat.member_id, now_ms),
             epoch => match self.members.get(&beat.member_id) {
                 None => return Answer::Unknown,

@@ -221,10 +221,7 @@ impl GroupManager {
     /// (OffsetFetch v9 names its member); a classic group does not check.
     pub fn check_fetch(&self, group_id: &str, member_id: &str, member_epoch: i32) -> Result<(), GroupError> {
         match self.lock().consumer.get(group_id) {
-            Some(group) => group.may_commit(member_id, member_epoch).map_err(|answer| match answer {
-                Answer::Fenced => GroupError::StaleMemberEpoch,
-                _ => GroupError::UnknownMember,
-            }),
+            Some(group) => group.may_commit(member_id, member_epoch).map_err(refused_member),
             None => Ok(()),
         }
     }
@@ -252,10 +249,7 @@ impl GroupManager {
             if member_id.is_empty() && generation < 0 && group.is_empty() {
                 return Ok(());
             }
-            return group.may_commit(member_id, generation).map_err(|answer| match answer {
-                Answer::Fenced => GroupError::StaleMemberEpoch,
-                _ => GroupError::UnknownMember,
-            });
+            return group.may_commit(member_id, generation).map_err(refused_member);
         }
         match inner.groups.get(group_id) {
             Some(group) => group.check_commit(member_id, instance_id, generation),
@@ -385,6 +379,14 @@ impl GroupManager {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         herald_log::sync::lock(&self.inner)
+    }
+}
+
+/// The error a new-protocol member's refused commit or fetch gets.
+fn refused_member(answer: Answer) -> GroupError {
+    match answer {
+        Answer::Fenced => GroupError::StaleMemberEpoch,
+        _ => GroupError::UnknownMember,
     }
 }
 

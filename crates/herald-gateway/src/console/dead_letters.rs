@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use herald_common::dlq::{DEFAULT_MAX_REDRIVES, DEFAULT_PROGRESS_GROUP, DLQ_SUFFIX, DeadLetter, RedriveOptions};
+use herald_common::dlq::{DEFAULT_MAX_REDRIVES, DEFAULT_PROGRESS_GROUP, DLQ_SUFFIX, RedriveOptions};
 use herald_common::dlq::{dlq_topic, is_dlq_topic};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -16,9 +16,9 @@ use serde::Deserialize;
 use super::layout::{self, encode, page};
 use super::{Answer, Operator, Reader};
 use crate::cursor::From;
+use crate::dead_letters::story;
 use crate::messages::{Wanted, scan};
 use crate::problem::{Path, Problem, Query};
-use crate::records::Message;
 use crate::server::{App, blocking};
 
 /// Letters read, over all dead-letter topics, to count them by error class.
@@ -41,10 +41,6 @@ pub(crate) struct Logged {
 
 /// The redrive log, newest first.
 pub(crate) type RedriveLog = std::sync::Mutex<VecDeque<Logged>>;
-
-fn story(m: &Message) -> DeadLetter {
-    DeadLetter::from_headers(m.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_str().map(str::as_bytes))))
-}
 
 /// `topic`'s letters counted by error class, reading at most `budget` of them; returns
 /// the counts and what is left of the budget (blocking). Nothing is kept but the counts.

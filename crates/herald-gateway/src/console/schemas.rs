@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use herald_registry::{Registry, Which};
+use herald_registry::Which;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -14,10 +14,6 @@ use super::layout::{encode, page};
 use super::{Answer, Reader};
 use crate::problem::{Path, Problem, Query};
 use crate::server::{App, blocking};
-
-fn registry(app: &App) -> Option<Arc<Registry>> {
-    app.registry.clone()
-}
 
 fn absent() -> Markup {
     html! {
@@ -36,7 +32,7 @@ fn failed(error: herald_registry::RegistryError) -> Problem {
 }
 
 pub(crate) async fn subjects(_: Reader, State(app): State<Arc<App>>) -> Answer {
-    let Some(registry) = registry(&app) else { return Ok(page("Schemas", "/schemas", absent()).into_response()) };
+    let Some(registry) = app.registry.clone() else { return Ok(page("Schemas", "/schemas", absent()).into_response()) };
     let rows = blocking(move || {
         let global = registry.level(None, true).map_err(failed)?;
         let rows = registry
@@ -80,7 +76,7 @@ pub(crate) async fn subject(
     Path(subject): Path<String>,
     Query(pick): Query<Pick>,
 ) -> Answer {
-    let Some(registry) = registry(&app) else { return Ok(page("Schemas", "/schemas", absent()).into_response()) };
+    let Some(registry) = app.registry.clone() else { return Ok(page("Schemas", "/schemas", absent()).into_response()) };
     let name = subject.clone();
     let (versions, level, texts) = blocking(move || {
         let versions = registry.versions(&name, false).map_err(failed)?;
