@@ -1,6 +1,6 @@
 //! The broker against librdkafka (through rdkafka): idempotent keyed produce, every
-//! compression codec, manual-assignment consume, ListOffsets, restart, and retries
-//! through a proxy that cuts connections.
+//! compression codec, manual-assignment consume, ListOffsets, restart, retries through a
+//! proxy that cuts connections, and a compacted topic cleaned under a producer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -47,8 +47,18 @@ fn producer_with(bootstrap: &str, compression: &str, extra: &[(&str, &str)]) -> 
 /// Sends `count` messages keyed `key-<i % keys>` with value `i`; returns each delivery's
 /// (partition, offset) by message index.
 async fn produce_keyed(producer: &FutureProducer, topic: &str, count: u64, keys: u64) -> Vec<(i32, i64)> {
-    let mut pending = Vec::with_capacity(count as usize);
-    for i in 0..count {
+    produce_keyed_range(producer, topic, 0..count, keys).await
+}
+
+/// [`produce_keyed`] for the message indexes in `range`.
+async fn produce_keyed_range(
+    producer: &FutureProducer,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    keys: u64,
+) -> Vec<(i32, i64)> {
+    let mut pending = Vec::with_capacity((range.end - range.start) as usize);
+    for i in range {
         let key = format!("key-{}", i % keys);
         let value = i.to_string();
         let record = FutureRecord::to(topic).key(&key).payload(&value);
@@ -256,4 +266,68 @@ async fn a_topic_created_again_under_its_name_has_a_new_id_and_only_its_records(
     assert_ne!(second, first, "a new topic, a new id");
     produce_keyed(&producer(&b, "none"), "again", 10, 10).await;
     check_exactly_once_in_key_order(&consume_all(&b, "again", 2, 10), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_is_cleaned_under_a_producer_and_a_consumer_crosses_its_gaps() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let config = BrokerConfig { cleaner_backoff: Duration::from_millis(100), ..BrokerConfig::default() };
+    let broker = TestBroker::start_with(config, Default::default()).await;
+    let bootstrap = broker.bootstrap();
+    let topic = "changelog";
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin client");
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "4096")
+        .set("min.cleanable.dirty.ratio", "0.01");
+    let created = admin.create_topics(&[new_topic], &AdminOptions::new()).await.expect("CreateTopics answered");
+    created.into_iter().for_each(|r| r.map(drop).expect("a compacted topic is created"));
+
+    // lz4 batches of idempotent records: the cleaner re-encodes what it keeps of them.
+    let producer = producer(&bootstrap, "lz4");
+    let keys = 20;
+    produce_keyed(&producer, topic, 3_000, keys).await;
+    let partition = broker.running().broker().partition(topic, 0).expect("partition");
+    let full = partition.log().size_bytes();
+    // The producer goes on while the cleaner works, until the log is less than half its size.
+    let mut produced = 3_000;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partition.log().size_bytes() > full / 2 {
+        assert!(Instant::now() < deadline, "not cleaned: {} of {full} bytes", partition.log().size_bytes());
+        produce_keyed_range(&producer, topic, produced..produced + 100, keys).await;
+        produced += 100;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let end = latest_offsets(&bootstrap, topic, 1)[0];
+    assert_eq!(end as u64, produced, "every record got an offset");
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "herald-compat-compacted")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("assign");
+    consumer.assign(&assignment).expect("assign");
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    let (mut read, mut last_offset) = (0u64, -1i64);
+    while last_offset < end - 1 {
+        assert!(Instant::now() < deadline, "stuck after offset {last_offset} of {end}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("consume");
+        assert!(message.offset() > last_offset, "offsets go forward");
+        last_offset = message.offset();
+        read += 1;
+        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf8 key");
+        let value: u64 = std::str::from_utf8(message.payload().expect("payload")).expect("utf8").parse().expect("n");
+        latest.insert(key, value);
+    }
+    assert!(read < produced / 2, "read {read} of {produced}: the consumer crossed gaps");
+    for k in 0..keys {
+        let newest = (0..produced).rev().find(|i| i % keys == k).expect("produced");
+        assert_eq!(latest.get(&format!("key-{k}")), Some(&newest), "key-{k} ends at its newest value");
+    }
 }

@@ -452,6 +452,22 @@ impl Broker {
         self.data_changed.subscribe()
     }
 
+    /// The partitions of every topic whose `cleanup.policy` includes `compact`, with the
+    /// topic's id and name, the partition's index and the topic's compaction settings.
+    pub(crate) fn compacted_partitions(
+        &self,
+    ) -> Vec<(uuid::Uuid, String, u32, Arc<Partition>, crate::compaction::CompactionPolicy)> {
+        let topics = self.read_topics();
+        let mut found = Vec::new();
+        for (name, meta) in topics.registry.topics() {
+            let Some(policy) = topic_config::compaction(&meta.configs) else { continue };
+            for (index, partition) in topics.partitions.get(name).into_iter().flatten().enumerate() {
+                found.push((meta.id, name.clone(), index as u32, Arc::clone(partition), policy));
+            }
+        }
+        found
+    }
+
     /// Periodic work: fsyncs due under the interval policy, retention, producer expiry.
     pub fn maintain(&self, now_ms: i64, retention: bool) {
         let partitions: Vec<(String, usize, Arc<Partition>)> = {

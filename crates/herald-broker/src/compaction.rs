@@ -1,8 +1,6 @@
 //! Log compaction's decisions, as plain code (no IO, `now` passed in): which records of a
-//! compacted partition a cleaning pass keeps, and when a partition is due for one. The
-//! cleaner that reads sealed segments, rewrites them through `Storage` and swaps them in
-//! is not built yet: `cleanup.policy=compact` is still refused, so nothing calls this
-//! outside its tests.
+//! compacted partition a cleaning pass keeps, and when a partition is due for one.
+//! [`cleaner`] carries them out through herald-log's crash-safe segment rewrite.
 //!
 //! The rules are Kafka's:
 //! - A pass cleans only up to the *cleanable end*: the start of the active segment, and
@@ -18,6 +16,8 @@
 //!   its oldest dirty record is older than `max.compaction.lag.ms`.
 
 use std::collections::HashMap;
+
+pub(crate) mod cleaner;
 
 /// A compacted topic's settings (Kafka's names and defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -65,6 +65,12 @@ pub struct BrokerConfig {
     /// How often interval fsyncs are considered (retention runs less often; see
     /// [`crate::ServerConfig::retention_check_interval`]).
     pub maintenance_interval: Duration,
+    /// How long the cleaner of compacted topics rests between rounds (Kafka:
+    /// `log.cleaner.backoff.ms`).
+    pub cleaner_backoff: Duration,
+    /// Most memory one cleaning pass spends on its map of keys; a larger dirty range is
+    /// cleaned over several passes (Kafka: `log.cleaner.dedupe.buffer.size`).
+    pub cleaner_map_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -84,6 +90,8 @@ impl Default for BrokerConfig {
             offsets_compact_bytes: 64 << 20,
             fetch_wait_max: Duration::from_secs(30),
             maintenance_interval: Duration::from_millis(100),
+            cleaner_backoff: Duration::from_secs(15),
+            cleaner_map_bytes_max: 128 << 20,
         }
     }
 }

@@ -16,8 +16,6 @@
 
 mod api;
 mod broker;
-// The decisions only, model-tested; the cleaner that would call them is not built yet.
-#[cfg_attr(not(test), allow(dead_code))]
 mod compaction;
 mod config;
 mod error;
@@ -44,6 +42,7 @@ pub use server::{CONNECTIONS, ServerConfig};
 /// Not a stable interface: Kafka clients are the broker's users, through the wire.
 pub mod internals {
     pub use crate::broker::{Broker, PartitionLag, now_ms};
+    pub use crate::compaction::cleaner::{CleanError, Cleaner, PassOutcome};
     pub use crate::error::ApiError;
     pub use crate::group::{
         Committed, Group, GroupError, GroupListing, GroupManager, GroupState, OffsetStore, Pending,

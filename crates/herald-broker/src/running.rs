@@ -6,7 +6,8 @@ use std::sync::Arc;
 use herald_log::FsStorage;
 use tokio::net::TcpListener;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, now_ms};
+use crate::compaction::cleaner::Cleaner;
 use crate::config::BrokerConfig;
 use crate::server::{Server, ServerConfig};
 
@@ -36,6 +37,7 @@ pub enum StartError {
 pub struct RunningBroker {
     server: Server,
     broker: Arc<Broker>,
+    cleaner: CleanerThread,
 }
 
 impl RunningBroker {
@@ -63,7 +65,8 @@ impl RunningBroker {
         let server = Server::start(listener, server, Arc::clone(&broker))
             .map_err(|source| StartError::Listen { address: bound, source })?;
         tracing::info!(listen = %bound, data_dir = %data_dir.display(), topics, "herald broker ready");
-        Ok(Self { server, broker })
+        let cleaner = CleanerThread::start(Arc::clone(&broker)).map_err(|e| StartError::Task(e.to_string()))?;
+        Ok(Self { server, broker, cleaner })
     }
 
     /// The bound address.
@@ -86,6 +89,8 @@ impl RunningBroker {
     /// every log and the offsets log cleanly closed.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.server.shutdown().await;
+        let cleaner = self.cleaner;
+        let _ = tokio::task::spawn_blocking(move || cleaner.stop()).await;
         let broker = self.broker;
         // Cancelled requests and blocking handlers that were running drop their references
         // to the broker shortly after their connection closed.
@@ -109,5 +114,34 @@ impl RunningBroker {
         });
         tracing::info!("herald broker stopped");
         result
+    }
+}
+
+/// The thread that cleans compacted topics, a round every `cleaner_backoff`. A round in
+/// progress notices a shutdown between batches and drops its unfinished rewrite.
+#[derive(Debug)]
+struct CleanerThread {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl CleanerThread {
+    fn start(broker: Arc<Broker>) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let backoff = broker.config().cleaner_backoff;
+        let thread = std::thread::Builder::new().name("herald-cleaner".into()).spawn(move || {
+            let mut cleaner = Cleaner::default();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(backoff) {
+                cleaner.run(&broker, now_ms(), &|| broker.is_stopping());
+            }
+        })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::error!("the cleaner thread panicked");
+        }
     }
 }

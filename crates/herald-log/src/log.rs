@@ -367,7 +367,7 @@ impl Log {
     }
 
     /// Records the first failure; from now on the log refuses writes.
-    fn fail(&self, st: &mut State, error: LogError) -> LogError {
+    pub(crate) fn fail(&self, st: &mut State, error: LogError) -> LogError {
         if st.failed.is_none() {
             tracing::error!(dir = %self.dir.display(), %error, "log failed; refusing writes until reopened");
             st.failed = Some(error.to_string());

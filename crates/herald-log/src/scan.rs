@@ -22,8 +22,9 @@ pub(crate) struct ScanStop {
 
 /// Walks the batches of `file` in `from..to`, starting at offset `next_offset`.
 ///
-/// Each batch must frame correctly, fit before `to`, and start exactly where the previous
-/// one ended in offsets; with `verify_crc` its CRC-32C is checked too. `visit` sees each
+/// Each batch must frame correctly, fit before `to`, and start at or after the offset
+/// where the previous one ended (gaps are what compaction leaves); with `verify_crc` its
+/// CRC-32C is checked too, and it must start exactly where the previous one ended. `visit` sees each
 /// accepted batch with its position and returns whether to go on. Reads are chunked
 /// (`chunk_bytes`), so a scan costs sequential IO, and a batch is read whole only when
 /// its CRC is checked.
@@ -54,7 +55,11 @@ pub(crate) fn scan(
             Ok(header) => header,
             Err(error) => return stop(pos, next_offset, error),
         };
-        if header.base_offset != next_offset {
+        // `baseOffset` is outside the CRC, so where batches were only ever appended (the
+        // unverified tail recovery checks with CRCs) offsets must follow on exactly;
+        // elsewhere they only move forward, as a compacted segment skips some.
+        let misplaced = if verify_crc { header.base_offset != next_offset } else { header.base_offset < next_offset };
+        if misplaced {
             let error = BatchError::UnexpectedOffset { expected: next_offset, found: header.base_offset };
             return stop(pos, next_offset, error);
         }

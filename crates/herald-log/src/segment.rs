@@ -219,7 +219,7 @@ impl Segment {
     /// Accounts for a batch written at `position` (by an append or found by a scan).
     pub(crate) fn record_batch(&mut self, position: u64, header: &BatchHeader, index_interval: u32) {
         debug_assert_eq!(position, self.size);
-        debug_assert_eq!(header.base_offset, self.next_offset);
+        debug_assert!(header.base_offset >= self.next_offset);
         let relative = (header.base_offset - self.base_offset) as u32;
         if self.first_batch_timestamp.is_none() {
             self.first_batch_timestamp = Some(header.max_timestamp);

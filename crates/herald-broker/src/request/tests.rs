@@ -286,7 +286,7 @@ async fn round_trip(broker: &Arc<Broker>, api: ApiKey, v: i16) {
                     .with_configs(vec![
                         alter_configs_request::AlterableConfig::default()
                             .with_name(text("cleanup.policy"))
-                            .with_value(Some(text("compact"))),
+                            .with_value(Some(text("shrink"))),
                     ]),
             ]);
             let response = check!(request, AlterConfigsResponse);

@@ -1,0 +1,366 @@
+//! The cleaner: one pass of log compaction over a partition, driving
+//! [`compaction`](super)'s decisions through herald-log's crash-safe segment rewrite.
+//!
+//! A pass, Kafka's way:
+//! 1. The cleanable range is the sealed, durable segments up to the first one holding a
+//!    record younger than `min.compaction.lag.ms` (segment-level timestamps).
+//! 2. The map: every key's latest offset over the *dirty* part of that range (what was
+//!    written since the last pass's map ended), bounded by `map_bytes_max`; a full map
+//!    ends the pass's range early, at a batch boundary.
+//! 3. Each sealed segment from the log start to the map's end is rewritten: a batch whose
+//!    records all stay is copied as it is; one that loses every record goes; one that
+//!    loses some is re-encoded (same compression, producer id, epoch and sequences) as one
+//!    batch per run of consecutive offsets, so every batch stays gapless inside and the
+//!    log gets gaps between batches only. A segment nothing changes in is not rewritten.
+//!
+//! Two kinds of batches are never touched: transactional and control batches (the broker
+//! refuses transactions, so these come only from elsewhere), and the last batch of every
+//! producer the partition remembers, so that a restart rebuilds the idempotent-producer
+//! state (its last sequence, the placement of a retried batch) from the log. That batch's
+//! superseded records stay until the producer writes again. A batch that does not decode
+//! is kept too: the cleaner never loses what it cannot read.
+//!
+//! This is the one place the broker decodes (and decompresses, bounded by the vendored
+//! kafka-protocol's limit) clients' records.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::{Bytes, BytesMut};
+use herald_log::{BatchHeader, Log, LogError, SealedSegment};
+use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+
+use super::{CompactionPolicy, Horizon, LatestOffsets, Seen, due, keeps};
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Bytes asked of the log per read while walking a range.
+const READ_BYTES: u32 = 1 << 20;
+/// Bytes of a rewritten segment buffered before they are handed to the log.
+const WRITE_BYTES: usize = 1 << 20;
+/// What the map is charged per key besides the key's bytes (the offset, the entry).
+const MAP_ENTRY_OVERHEAD: usize = 48;
+/// Transactional (0x10) and control (0x20) batch attributes.
+const TRANSACTIONAL_OR_CONTROL: i16 = 0x30;
+
+/// Why a pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    /// The log refused a read or a write.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The broker is stopping; the rewrite in progress was dropped.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Segments swapped for their rewrite (or removed, when nothing stayed).
+    pub segments_rewritten: usize,
+    /// Their bytes before...
+    pub bytes_before: u64,
+    /// ...and after.
+    pub bytes_after: u64,
+    /// Records dropped.
+    pub records_removed: u64,
+    /// Where the next pass's dirty range starts.
+    pub cleaned_through: u64,
+}
+
+/// The cleaner's memory between passes: where each partition's dirty range starts. It
+/// lives in memory, so the first pass after a restart maps the whole cleanable range.
+#[derive(Debug, Default)]
+pub struct Cleaner {
+    first_dirty: HashMap<(uuid::Uuid, u32), u64>,
+}
+
+impl Cleaner {
+    /// One round: a pass over every compacted partition that is due, at `now_ms`. A pass
+    /// that fails is logged and tried again next round; `stopping` ends the round early.
+    pub fn run(&mut self, broker: &Broker, now_ms: i64, stopping: &dyn Fn() -> bool) -> PassOutcome {
+        let mut total = PassOutcome::default();
+        let map_bytes_max = broker.config().cleaner_map_bytes_max;
+        for (id, topic, index, partition, policy) in broker.compacted_partitions() {
+            let first_dirty = self.first_dirty.get(&(id, index)).copied().unwrap_or(0);
+            match clean_partition(&partition, &policy, first_dirty, now_ms, map_bytes_max, stopping) {
+                Ok(None) => {}
+                Ok(Some(pass)) => {
+                    self.first_dirty.insert((id, index), pass.cleaned_through);
+                    record(&topic, index, &pass);
+                    total.segments_rewritten += pass.segments_rewritten;
+                    total.bytes_before += pass.bytes_before;
+                    total.bytes_after += pass.bytes_after;
+                    total.records_removed += pass.records_removed;
+                }
+                Err(CleanError::Stopped) => break,
+                Err(error) => tracing::warn!(topic, partition = index, %error, "cleaning failed; will retry"),
+            }
+        }
+        let live: HashSet<(uuid::Uuid, u32)> = broker.compacted_partitions().iter().map(|p| (p.0, p.2)).collect();
+        self.first_dirty.retain(|key, _| live.contains(key));
+        total
+    }
+}
+
+fn record(topic: &str, partition: u32, pass: &PassOutcome) {
+    metrics::counter!("herald_cleaner_passes_total").increment(1);
+    metrics::counter!("herald_cleaner_records_removed_total").increment(pass.records_removed);
+    metrics::counter!("herald_cleaner_bytes_freed_total").increment(pass.bytes_before - pass.bytes_after);
+    if pass.segments_rewritten > 0 {
+        tracing::info!(
+            topic,
+            partition,
+            segments = pass.segments_rewritten,
+            records_removed = pass.records_removed,
+            bytes_before = pass.bytes_before,
+            bytes_after = pass.bytes_after,
+            "compacted"
+        );
+    }
+}
+
+/// Runs a pass over `partition` if it is due under `policy` at `now_ms`; `first_dirty` is
+/// where the previous pass's map ended (the log start for a partition never cleaned).
+pub(crate) fn clean_partition(
+    partition: &Partition,
+    policy: &CompactionPolicy,
+    first_dirty: u64,
+    now_ms: i64,
+    map_bytes_max: usize,
+    stopping: &dyn Fn() -> bool,
+) -> Result<Option<PassOutcome>, CleanError> {
+    let log = partition.log();
+    let cutoff = Horizon::lag_cutoff_ms(now_ms, policy);
+    let cleanable: Vec<SealedSegment> =
+        log.sealed_segments().into_iter().take_while(|s| s.max_timestamp <= cutoff).collect();
+    let Some(last) = cleanable.last() else { return Ok(None) };
+    let cleanable_end = last.next_offset;
+    let dirty: Vec<&SealedSegment> = cleanable.iter().filter(|s| s.next_offset > first_dirty).collect();
+    let dirty_bytes = dirty.iter().map(|s| s.size).sum();
+    let total_bytes = cleanable.iter().map(|s| s.size).sum();
+    let oldest_dirty = dirty.first().map(|s| s.max_timestamp);
+    if !due(policy, now_ms, dirty_bytes, total_bytes, oldest_dirty) {
+        return Ok(None);
+    }
+    let (latest, map_end) = build_map(log, first_dirty, cleanable_end, map_bytes_max, stopping)?;
+    let horizon = Horizon { cleanable_end: map_end, ..Horizon::at(now_ms, policy, map_end, None) };
+    let protected: HashSet<(i64, i32)> =
+        partition.active_producers().iter().map(|p| (p.producer_id, p.last_sequence)).collect();
+    let mut outcome = PassOutcome { cleaned_through: map_end, ..PassOutcome::default() };
+    for segment in cleanable.iter().filter(|s| s.base_offset < map_end) {
+        rewrite_segment(log, *segment, &latest, &horizon, &protected, stopping, &mut outcome)?;
+    }
+    Ok(Some(outcome))
+}
+
+/// Every key's latest offset from `from` to `to`, stopping early (at a batch boundary)
+/// once the keys noted cost `map_bytes_max`; returns where it stopped.
+fn build_map(
+    log: &Log,
+    from: u64,
+    to: u64,
+    map_bytes_max: usize,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(LatestOffsets, u64), CleanError> {
+    let mut latest = LatestOffsets::default();
+    let mut bytes = 0usize;
+    let mut end = from.max(log.log_start_offset());
+    for_each_batch(log, end, to, |header, batch| {
+        if stopping() {
+            return Err(CleanError::Stopped);
+        }
+        if bytes >= map_bytes_max {
+            return Ok(false);
+        }
+        if let Some(records) = decode(header, batch) {
+            for record in &records {
+                let before = latest.len();
+                latest.note(&seen(record));
+                if latest.len() > before {
+                    bytes += record.key.as_ref().map_or(0, Bytes::len) + MAP_ENTRY_OVERHEAD;
+                }
+            }
+        }
+        end = header.next_offset();
+        Ok(true)
+    })?;
+    Ok((latest, end))
+}
+
+fn rewrite_segment(
+    log: &Log,
+    segment: SealedSegment,
+    latest: &LatestOffsets,
+    horizon: &Horizon,
+    protected: &HashSet<(i64, i32)>,
+    stopping: &dyn Fn() -> bool,
+    outcome: &mut PassOutcome,
+) -> Result<(), CleanError> {
+    let mut rewrite = log.rewrite_segment(segment)?;
+    let mut out = Vec::new();
+    let mut removed = 0u64;
+    for_each_batch(log, segment.base_offset, segment.next_offset, |header, batch| {
+        if stopping() {
+            return Err(CleanError::Stopped);
+        }
+        match clean_batch(header, batch, latest, horizon, protected) {
+            Cleaned::Unchanged => out.extend_from_slice(batch),
+            Cleaned::Rewritten { bytes, dropped } => {
+                out.extend_from_slice(&bytes);
+                removed += dropped;
+            }
+        }
+        if out.len() >= WRITE_BYTES {
+            rewrite.write(&out)?;
+            out.clear();
+        }
+        Ok(true)
+    })?;
+    if removed == 0 {
+        return Ok(());
+    }
+    rewrite.write(&out)?;
+    if let Some(done) = rewrite.commit()? {
+        outcome.segments_rewritten += 1;
+        outcome.bytes_before += done.bytes_before;
+        outcome.bytes_after += done.bytes_after;
+        outcome.records_removed += removed;
+    }
+    Ok(())
+}
+
+/// What a pass makes of one batch.
+enum Cleaned {
+    Unchanged,
+    /// The batches that replace it (none when no record stays), and how many records went.
+    Rewritten {
+        bytes: Vec<u8>,
+        dropped: u64,
+    },
+}
+
+fn clean_batch(
+    header: &BatchHeader,
+    batch: &[u8],
+    latest: &LatestOffsets,
+    horizon: &Horizon,
+    protected: &HashSet<(i64, i32)>,
+) -> Cleaned {
+    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta as i32);
+    let untouchable = header.attributes & TRANSACTIONAL_OR_CONTROL != 0
+        || header.base_offset >= horizon.cleanable_end
+        || (header.producer_id >= 0 && protected.contains(&(header.producer_id, last_sequence)));
+    if untouchable {
+        return Cleaned::Unchanged;
+    }
+    let Some(records) = decode(header, batch) else { return Cleaned::Unchanged };
+    let kept: Vec<&Record> = records.iter().filter(|r| keeps(&seen(r), latest, horizon)).collect();
+    let dropped = (records.len() - kept.len()) as u64;
+    if dropped == 0 {
+        return Cleaned::Unchanged;
+    }
+    match encode_runs(header, &kept) {
+        Some(bytes) => Cleaned::Rewritten { bytes, dropped },
+        None => Cleaned::Unchanged,
+    }
+}
+
+/// The records of one batch, or `None` (with a warning) when they do not decode as the
+/// header says.
+fn decode(header: &BatchHeader, batch: &[u8]) -> Option<Vec<Record>> {
+    let mut bytes = Bytes::copy_from_slice(batch);
+    match RecordBatchDecoder::decode(&mut bytes) {
+        Ok(set) if set.records.len() == header.record_count as usize => Some(set.records),
+        Ok(_) | Err(_) => {
+            tracing::warn!(offset = header.base_offset, "cleaner: a batch does not decode; keeping it as it is");
+            None
+        }
+    }
+}
+
+fn seen(record: &Record) -> Seen<'_> {
+    Seen {
+        offset: record.offset as u64,
+        timestamp: record.timestamp,
+        key: record.key.as_deref(),
+        tombstone: record.value.is_none(),
+    }
+}
+
+/// `kept` (in offset order) as one batch per run of consecutive offsets, compressed as the
+/// original was. A batch without sequences keeps none (-1); one with them keeps each
+/// record's. `None` if encoding fails.
+fn encode_runs(header: &BatchHeader, kept: &[&Record]) -> Option<Vec<u8>> {
+    let mut out = BytesMut::new();
+    use kafka_protocol::records::Compression;
+    let compression = match header.attributes & 0x07 {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        _ => return None,
+    };
+    let options = RecordEncodeOptions { version: 2, compression };
+    let mut start = 0;
+    while start < kept.len() {
+        let mut end = start + 1;
+        while end < kept.len() && kept[end].offset == kept[end - 1].offset + 1 {
+            end += 1;
+        }
+        let first = kept[start].offset;
+        let run: Vec<Record> = kept[start..end]
+            .iter()
+            .map(|r| {
+                let mut r = (*r).clone();
+                if header.base_sequence < 0 {
+                    // The encoder keeps a batch together while offset - sequence holds.
+                    r.sequence = (r.offset - first) as i32 - 1;
+                }
+                r
+            })
+            .collect();
+        if let Err(error) = RecordBatchEncoder::encode(&mut out, run.iter(), &options) {
+            tracing::warn!(offset = header.base_offset, %error, "cleaner: re-encoding failed; keeping the batch");
+            return None;
+        }
+        start = end;
+    }
+    Some(out.to_vec())
+}
+
+/// Hands each whole batch from `from` (or the log start) up to `to` to `each`, in order,
+/// until it returns `false`.
+fn for_each_batch(
+    log: &Log,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(&BatchHeader, &[u8]) -> Result<bool, CleanError>,
+) -> Result<(), CleanError> {
+    let mut offset = from.max(log.log_start_offset());
+    while offset < to {
+        let read = log.read(offset, READ_BYTES)?;
+        let mut rest = read.bytes.as_slice();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest, rest.len() as u64)
+                .map_err(|reason| LogError::InvalidBatch(herald_log::InvalidBatch { position: offset, reason }))?;
+            if header.base_offset >= to {
+                return Ok(());
+            }
+            let (batch, tail) = rest.split_at(header.size as usize);
+            if !each(&header, batch)? {
+                return Ok(());
+            }
+            offset = header.next_offset();
+            rest = tail;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! Rewriting a sealed segment in place (what a compaction cleaner needs), crash-safely.
+//!
+//! The new contents go to `<base>.log.cleaned` and are fsynced; the swap then runs under
+//! the log's write lock:
+//! 1. rename `.log.cleaned` to `.log.swap`, fsync the directory: **the commit point**;
+//! 2. remove the old `.index` and `.timeindex`, fsync the directory;
+//! 3. rename `.log.swap` over `.log`, fsync the directory;
+//! 4. rebuild the indexes from the new file and write them.
+//!
+//! [`Log::open`] finishes what a crash interrupted ([`finish_swaps`]): a `.cleaned` file
+//! is removed (the old segment stays), a `.swap` file is renamed over its segment after
+//! the old indexes are removed (the new segment wins, its indexes are rebuilt). So after
+//! a crash at any step a segment is either wholly old or wholly new. A rewrite that keeps
+//! nothing removes the segment's files instead (the log then has a gap there).
+//!
+//! The log does not decide what to keep: the caller hands over batches with their final
+//! offsets, in order, within the old segment's offsets. Offsets are never reassigned, so
+//! a rewritten log has gaps, which scans and reads step over.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::BatchHeader;
+use crate::error::LogError;
+use crate::log::Log;
+use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name};
+use crate::storage::{Storage, StorageFile};
+
+const CLEANED_SUFFIX: &str = ".cleaned";
+const SWAP_SUFFIX: &str = ".swap";
+
+/// A sealed segment a cleaner may rewrite: wholly durable and below the recovery point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedSegment {
+    /// Its first offset (and file name).
+    pub base_offset: u64,
+    /// The offset after its last batch.
+    pub next_offset: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Its largest record timestamp (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+}
+
+/// What a committed rewrite changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Bytes after (0: the segment was removed).
+    pub bytes_after: u64,
+}
+
+/// A rewrite in progress; dropping it uncommitted removes its file.
+#[derive(Debug)]
+pub struct SegmentRewrite<'a> {
+    log: &'a Log,
+    old: SealedSegment,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    size: u64,
+    next_offset: u64,
+    done: bool,
+}
+
+impl Log {
+    /// The sealed segments a cleaner may rewrite, oldest first: every segment before the
+    /// active one that is fsynced and lies before the checkpoint's recovery segment (so
+    /// recovery never re-checks a rewritten segment as a possibly torn tail).
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let st = self.read_state();
+        let active = st.active().base_offset;
+        let recovery = st.checkpoint.recovery_segment.min(active);
+        st.segments
+            .range(..recovery)
+            .map(|(_, s)| s)
+            .filter(|s| s.synced_size == s.size && s.corrupt_at.is_none())
+            .map(|s| SealedSegment {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect()
+    }
+
+    /// Starts rewriting `segment` (one [`Log::sealed_segments`] returned).
+    pub fn rewrite_segment(&self, segment: SealedSegment) -> Result<SegmentRewrite<'_>, LogError> {
+        let path = self.dir.join(format!("{}{CLEANED_SUFFIX}", file_name(segment.base_offset, LOG_SUFFIX)));
+        let file = self.storage.open(&path, true).map_err(|e| LogError::io("open", &path, e))?;
+        if file.len().map_err(|e| LogError::io("stat", &path, e))? > 0 {
+            file.set_len(0).map_err(|e| LogError::io("truncate", &path, e))?;
+        }
+        Ok(SegmentRewrite {
+            log: self,
+            old: segment,
+            path,
+            file,
+            size: 0,
+            next_offset: segment.base_offset,
+            done: false,
+        })
+    }
+}
+
+impl SegmentRewrite<'_> {
+    /// Appends `batches` (whole v2 batches with their final offsets) to the new segment.
+    /// Each must frame, match its CRC, come after the previous one and lie within the old
+    /// segment's offsets; otherwise nothing of `batches` is written.
+    pub fn write(&mut self, batches: &[u8]) -> Result<(), LogError> {
+        let mut pos = 0usize;
+        let mut next = self.next_offset;
+        while pos < batches.len() {
+            let rest = &batches[pos..];
+            let bad =
+                |detail: String| LogError::InvalidArgument(format!("rewrite of {}: {detail}", self.path.display()));
+            let header = BatchHeader::parse(rest, rest.len() as u64).map_err(|e| bad(e.to_string()))?;
+            if !header.crc_matches(&rest[..header.size as usize]) {
+                return Err(bad(format!("batch at offset {} fails its CRC", header.base_offset)));
+            }
+            if header.base_offset < next || header.next_offset() > self.old.next_offset {
+                return Err(bad(format!(
+                    "batch {}..{} is outside {next}..{}",
+                    header.base_offset,
+                    header.next_offset(),
+                    self.old.next_offset
+                )));
+            }
+            next = header.next_offset();
+            pos += header.size as usize;
+        }
+        self.file.write_all_at(self.size, batches).map_err(|e| LogError::io("write", &self.path, e))?;
+        self.size += batches.len() as u64;
+        self.next_offset = next;
+        Ok(())
+    }
+
+    /// Fsyncs the new segment and swaps it in. `None` when the old segment changed in the
+    /// meantime (retention removed it, a truncation reached it): the rewrite is dropped.
+    pub fn commit(mut self) -> Result<Option<Rewritten>, LogError> {
+        self.file.sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
+        let log = self.log;
+        let mut st = log.write_state();
+        if st.failed.is_some() {
+            return Ok(None);
+        }
+        let unchanged = st.segments.get(&self.old.base_offset).is_some_and(|s| {
+            s.size == self.old.size && s.next_offset == self.old.next_offset && s.synced_size == s.size
+        });
+        if !unchanged || self.old.base_offset >= st.checkpoint.recovery_segment.min(st.active().base_offset) {
+            return Ok(None);
+        }
+        self.done = true;
+        let base = self.old.base_offset;
+        let index_interval = log.config().index_interval_bytes;
+        let swapped = if self.size == 0 {
+            let segment = st.segments.remove(&base).expect("checked above");
+            remove_segment(&*log.storage, &log.dir, &segment.paths(), &self.path)
+        } else {
+            swap_in(&*log.storage, &log.dir, base, &self.path, index_interval).map(|segment| {
+                st.segments.insert(base, segment);
+            })
+        };
+        if let Err(error) = swapped {
+            // Past the commit point the files are mid-swap: reopening finishes it.
+            return Err(log.fail(&mut st, error));
+        }
+        st.refresh_durable_end();
+        Ok(Some(Rewritten { bytes_before: self.old.size, bytes_after: self.size }))
+    }
+}
+
+impl Drop for SegmentRewrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.log.storage.remove_file(&self.path);
+        }
+    }
+}
+
+fn remove_segment(storage: &dyn Storage, dir: &Path, paths: &[PathBuf], cleaned: &Path) -> Result<(), LogError> {
+    for path in paths.iter().map(PathBuf::as_path).chain([cleaned]) {
+        storage.remove_file(path).map_err(|e| LogError::io("remove", path, e))?;
+    }
+    storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+/// Steps 1-4 of the module doc for the fsynced `cleaned` file of segment `base`.
+fn swap_in(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    cleaned: &Path,
+    index_interval: u32,
+) -> Result<Segment, LogError> {
+    let swap = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, LOG_SUFFIX)));
+    storage.rename(cleaned, &swap).map_err(|e| LogError::io("rename", cleaned, e))?;
+    storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?;
+    finish_swap(storage, dir, base, &swap)?;
+    let mut segment = Segment::open(storage, dir, base)?;
+    let len = segment.file.len().map_err(|e| LogError::io("stat", &segment.path, e))?;
+    let stop = segment.recover(len, len, index_interval)?;
+    if let Some(reason) = stop.error {
+        return Err(LogError::Corrupt { segment: segment.path.clone(), position: stop.position, reason });
+    }
+    segment.mark_synced(segment.size, segment.next_offset);
+    segment.flush_indexes(true)?;
+    Ok(segment)
+}
+
+/// Steps 2 and 3: the old indexes go (durably) before the new data takes the name.
+fn finish_swap(storage: &dyn Storage, dir: &Path, base: u64, swap: &Path) -> Result<(), LogError> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = dir.join(file_name(base, suffix));
+        match storage.remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io("remove", path, e)),
+            _ => {}
+        }
+    }
+    storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?;
+    let log = dir.join(file_name(base, LOG_SUFFIX));
+    storage.rename(swap, &log).map_err(|e| LogError::io("rename", swap, e))?;
+    storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+/// At open: removes unfinished rewrites and finishes committed ones. Returns whether any
+/// file changed (the caller lists the directory again).
+pub(crate) fn finish_swaps(storage: &dyn Storage, dir: &Path, names: &[String]) -> Result<bool, LogError> {
+    let mut changed = false;
+    for name in names {
+        let path = dir.join(name);
+        if name.strip_suffix(CLEANED_SUFFIX).is_some_and(|stem| parse_log_file_name(stem).is_some()) {
+            storage.remove_file(&path).map_err(|e| LogError::io("remove", &path, e))?;
+            changed = true;
+        } else if let Some(base) = name.strip_suffix(SWAP_SUFFIX).and_then(parse_log_file_name) {
+            tracing::info!(dir = %dir.display(), base, "finishing a segment rewrite a crash interrupted");
+            finish_swap(storage, dir, base, &path)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
