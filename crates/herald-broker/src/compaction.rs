@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 pub(crate) mod cleaner;
+mod raw;
 
 /// A compacted topic's settings (Kafka's names and defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +81,7 @@ impl Horizon {
 
 /// The latest offset of every key: the first pass over the log.
 #[derive(Debug, Default)]
-pub(crate) struct LatestOffsets(HashMap<Vec<u8>, u64>);
+pub(crate) struct LatestOffsets(HashMap<Vec<u8>, u64, foldhash::fast::RandomState>);
 
 impl LatestOffsets {
     /// Notes `record` (records come in offset order).

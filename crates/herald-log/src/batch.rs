@@ -137,6 +137,20 @@ pub fn validate_batches(bytes: &[u8], batch_bytes_max: u32) -> Result<Vec<BatchH
     Ok(headers)
 }
 
+/// Reads a zigzag varint (Kafka's record field encoding, at most 10 bytes) from the start
+/// of `bytes`: the value and what follows it.
+pub fn read_varint(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let decoded = ((value >> 1) as i64) ^ -((value & 1) as i64);
+            return Some((decoded, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 /// Writes `base_offset` into the batch starting at `batch` (outside the CRC).
 pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());

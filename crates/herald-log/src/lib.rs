@@ -31,7 +31,7 @@ pub mod sync;
 #[doc(hidden)]
 pub mod testing;
 
-pub use batch::{BATCH_HEADER_BYTES, BatchHeader, validate_batches};
+pub use batch::{BATCH_HEADER_BYTES, BatchHeader, read_varint, validate_batches};
 pub use config::{LogConfig, SyncPolicy};
 pub use error::{BatchError, InvalidBatch, LogError};
 pub use log::{AppendInfo, Log, ReadBatches, RetentionOutcome, TimestampOffset};

@@ -69,6 +69,10 @@ pub struct Log {
     config: RwLock<LogConfig>,
     pub(crate) state: RwLock<State>,
     sync_lock: Mutex<()>,
+    /// Held by whatever removes or replaces sealed segments' files (retention,
+    /// DeleteRecords, truncation, a rewrite's swap), taken before the other locks: a
+    /// rewrite swaps files under it while appends and reads go on.
+    pub(crate) segment_files: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -115,7 +119,14 @@ impl State {
 
 impl Log {
     pub(crate) fn from_parts(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig, state: State) -> Self {
-        Self { dir, storage, config: RwLock::new(config), state: RwLock::new(state), sync_lock: Mutex::new(()) }
+        Self {
+            dir,
+            storage,
+            config: RwLock::new(config),
+            state: RwLock::new(state),
+            sync_lock: Mutex::new(()),
+            segment_files: Mutex::new(()),
+        }
     }
 
     /// The partition directory.
@@ -266,6 +277,7 @@ impl Log {
     /// Removes every batch holding an offset at or above `offset` and returns the new log
     /// end (the base offset of the batch that held `offset`, so at most `offset`).
     pub fn truncate_to(&self, offset: u64) -> Result<u64, LogError> {
+        let _files = crate::sync::lock(&self.segment_files);
         let _sync = self.lock_sync();
         let mut st = self.write_state();
         self.check_writable(&st)?;
@@ -287,6 +299,7 @@ impl Log {
     pub fn delete_records_before(&self, offset: u64) -> Result<u64, LogError> {
         // The new log start is made durable only over durable data: otherwise a power
         // loss could leave a log start beyond the recovered end.
+        let _files = crate::sync::lock(&self.segment_files);
         let _sync = self.lock_sync();
         if offset > self.read_state().durable_end {
             self.sync_locked()?;
@@ -308,6 +321,7 @@ impl Log {
     /// Deletes whole old segments past `retention_bytes` or `retention_ms` (measured
     /// against each segment's newest record). The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let _files = crate::sync::lock(&self.segment_files);
         let mut st = self.write_state();
         self.check_writable(&st)?;
         let mut excess = match self.config().retention_bytes {

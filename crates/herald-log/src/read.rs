@@ -1,6 +1,6 @@
 //! The read side of [`Log`]: fetch by offset and lookup by timestamp.
 
-use crate::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::batch::{BATCH_HEADER_BYTES, BatchHeader, read_varint};
 use crate::error::{BatchError, LogError};
 use crate::log::{Log, ReadBatches, State, TimestampOffset};
 use crate::scan::{ScanStop, scan};
@@ -204,17 +204,4 @@ fn record_at_or_after(
         cursor = &after_length[length..];
     }
     Ok(batch_level)
-}
-
-/// A zigzag varint (Kafka's record field encoding), at most 10 bytes.
-fn read_varint(bytes: &[u8]) -> Option<(i64, &[u8])> {
-    let mut value: u64 = 0;
-    for (i, byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let decoded = ((value >> 1) as i64) ^ -((value & 1) as i64);
-            return Some((decoded, &bytes[i + 1..]));
-        }
-    }
-    None
 }

@@ -27,6 +27,8 @@ use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_
 use crate::storage::{Storage, StorageFile};
 
 const CLEANED_SUFFIX: &str = ".cleaned";
+/// Read size of [`Log::scan_sealed`].
+const SCAN_CHUNK_BYTES: u64 = 1 << 20;
 const SWAP_SUFFIX: &str = ".swap";
 
 /// A sealed segment a cleaner may rewrite: wholly durable and below the recovery point.
@@ -84,6 +86,53 @@ impl Log {
             .collect()
     }
 
+    /// Hands each batch of the sealed `segment` to `each` (CRC-checked, in order) until it
+    /// returns `false`. The file is read through its own handle without the log's locks,
+    /// so appends and reads go on meanwhile: a sealed segment's bytes never change (a
+    /// truncation or a rewrite replaces them, and [`SegmentRewrite::commit`] notices).
+    pub fn scan_sealed<E: From<LogError>>(
+        &self,
+        segment: SealedSegment,
+        mut each: impl FnMut(&BatchHeader, &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let (file, path) = {
+            let st = self.read_state();
+            match st.segments.get(&segment.base_offset).filter(|s| s.size == segment.size) {
+                Some(s) => (Arc::clone(&s.file), s.path.clone()),
+                None => {
+                    return Err(LogError::InvalidArgument(format!("segment {} changed", segment.base_offset)).into());
+                }
+            }
+        };
+        let io = |e| LogError::io("read", &path, e);
+        let corrupt = |position, reason| LogError::Corrupt { segment: path.clone(), position, reason };
+        let mut buf = Vec::new();
+        let mut pos = 0u64;
+        while pos < segment.size {
+            let chunk = SCAN_CHUNK_BYTES.min(segment.size - pos);
+            buf.resize(chunk as usize, 0);
+            file.read_exact_at(pos, &mut buf).map_err(io)?;
+            let header = BatchHeader::parse(&buf, segment.size - pos).map_err(|reason| corrupt(pos, reason))?;
+            if u64::from(header.size) > chunk {
+                buf.resize(header.size as usize, 0);
+                file.read_exact_at(pos, &mut buf).map_err(io)?;
+            }
+            let mut at = 0usize;
+            while let Ok(header) = BatchHeader::parse(&buf[at..], (buf.len() - at) as u64) {
+                let batch = &buf[at..at + header.size as usize];
+                if !header.crc_matches(batch) {
+                    return Err(corrupt(pos + at as u64, crate::error::BatchError::CrcMismatch).into());
+                }
+                if !each(&header, batch)? {
+                    return Ok(());
+                }
+                at += batch.len();
+            }
+            pos += at as u64;
+        }
+        Ok(())
+    }
+
     /// Starts rewriting `segment` (one [`Log::sealed_segments`] returned).
     pub fn rewrite_segment(&self, segment: SealedSegment) -> Result<SegmentRewrite<'_>, LogError> {
         let path = self.dir.join(format!("{}{CLEANED_SUFFIX}", file_name(segment.base_offset, LOG_SUFFIX)));
@@ -137,33 +186,42 @@ impl SegmentRewrite<'_> {
 
     /// Fsyncs the new segment and swaps it in. `None` when the old segment changed in the
     /// meantime (retention removed it, a truncation reached it): the rewrite is dropped.
+    ///
+    /// The file operations run under the log's segment-files lock only, so appends and
+    /// reads go on; the state lock is taken at the end, to put the new segment in place.
     pub fn commit(mut self) -> Result<Option<Rewritten>, LogError> {
         self.file.sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
         let log = self.log;
-        let mut st = log.write_state();
-        if st.failed.is_some() {
-            return Ok(None);
-        }
-        let unchanged = st.segments.get(&self.old.base_offset).is_some_and(|s| {
-            s.size == self.old.size && s.next_offset == self.old.next_offset && s.synced_size == s.size
-        });
-        if !unchanged || self.old.base_offset >= st.checkpoint.recovery_segment.min(st.active().base_offset) {
-            return Ok(None);
-        }
+        let _files = crate::sync::lock(&log.segment_files);
+        let old_paths = {
+            let st = log.read_state();
+            let unchanged = st.segments.get(&self.old.base_offset).filter(|s| {
+                s.size == self.old.size && s.next_offset == self.old.next_offset && s.synced_size == s.size
+            });
+            let below_recovery = self.old.base_offset < st.checkpoint.recovery_segment.min(st.active().base_offset);
+            match unchanged {
+                Some(segment) if st.failed.is_none() && below_recovery => segment.paths(),
+                _ => return Ok(None),
+            }
+        };
         self.done = true;
         let base = self.old.base_offset;
-        let index_interval = log.config().index_interval_bytes;
+        let (storage, dir) = (&*log.storage, log.dir.as_path());
         let swapped = if self.size == 0 {
-            let segment = st.segments.remove(&base).expect("checked above");
-            remove_segment(&*log.storage, &log.dir, &segment.paths(), &self.path)
+            remove_segment(storage, dir, &old_paths, &self.path).map(|()| None)
         } else {
-            swap_in(&*log.storage, &log.dir, base, &self.path, index_interval).map(|segment| {
-                st.segments.insert(base, segment);
-            })
+            swap_in(storage, dir, base, &self.path, log.config().index_interval_bytes).map(Some)
         };
-        if let Err(error) = swapped {
+        let mut st = log.write_state();
+        match swapped {
+            Ok(Some(segment)) => {
+                st.segments.insert(base, segment);
+            }
+            Ok(None) => {
+                st.segments.remove(&base);
+            }
             // Past the commit point the files are mid-swap: reopening finishes it.
-            return Err(log.fail(&mut st, error));
+            Err(error) => return Err(log.fail(&mut st, error)),
         }
         st.refresh_durable_end();
         Ok(Some(Rewritten { bytes_before: self.old.size, bytes_after: self.size }))

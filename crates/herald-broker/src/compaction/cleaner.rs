@@ -29,12 +29,10 @@ use bytes::{Bytes, BytesMut};
 use herald_log::{BatchHeader, Log, LogError, SealedSegment};
 use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
-use super::{CompactionPolicy, Horizon, LatestOffsets, Seen, due, keeps};
+use super::{CompactionPolicy, Horizon, LatestOffsets, Seen, due, keeps, raw};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
-/// Bytes asked of the log per read while walking a range.
-const READ_BYTES: u32 = 1 << 20;
 /// Bytes of a rewritten segment buffered before they are handed to the log.
 const WRITE_BYTES: usize = 1 << 20;
 /// What the map is charged per key besides the key's bytes (the offset, the entry).
@@ -134,8 +132,9 @@ pub(crate) fn clean_partition(
     let cutoff = Horizon::lag_cutoff_ms(now_ms, policy);
     let cleanable: Vec<SealedSegment> =
         log.sealed_segments().into_iter().take_while(|s| s.max_timestamp <= cutoff).collect();
-    let Some(last) = cleanable.last() else { return Ok(None) };
-    let cleanable_end = last.next_offset;
+    if cleanable.is_empty() {
+        return Ok(None);
+    }
     let dirty: Vec<&SealedSegment> = cleanable.iter().filter(|s| s.next_offset > first_dirty).collect();
     let dirty_bytes = dirty.iter().map(|s| s.size).sum();
     let total_bytes = cleanable.iter().map(|s| s.size).sum();
@@ -143,7 +142,7 @@ pub(crate) fn clean_partition(
     if !due(policy, now_ms, dirty_bytes, total_bytes, oldest_dirty) {
         return Ok(None);
     }
-    let (latest, map_end) = build_map(log, first_dirty, cleanable_end, map_bytes_max, stopping)?;
+    let (latest, map_end) = build_map(log, &cleanable, first_dirty, map_bytes_max, stopping)?;
     let horizon = Horizon { cleanable_end: map_end, ..Horizon::at(now_ms, policy, map_end, None) };
     let protected: HashSet<(i64, i32)> =
         partition.active_producers().iter().map(|p| (p.producer_id, p.last_sequence)).collect();
@@ -154,37 +153,53 @@ pub(crate) fn clean_partition(
     Ok(Some(outcome))
 }
 
-/// Every key's latest offset from `from` to `to`, stopping early (at a batch boundary)
-/// once the keys noted cost `map_bytes_max`; returns where it stopped.
+/// Every key's latest offset in `segments` from offset `from` on, stopping early (at a
+/// batch boundary) once the keys noted cost `map_bytes_max`; returns where it stopped.
 fn build_map(
     log: &Log,
+    segments: &[SealedSegment],
     from: u64,
-    to: u64,
     map_bytes_max: usize,
     stopping: &dyn Fn() -> bool,
 ) -> Result<(LatestOffsets, u64), CleanError> {
     let mut latest = LatestOffsets::default();
     let mut bytes = 0usize;
-    let mut end = from.max(log.log_start_offset());
-    for_each_batch(log, end, to, |header, batch| {
-        if stopping() {
-            return Err(CleanError::Stopped);
-        }
-        if bytes >= map_bytes_max {
-            return Ok(false);
-        }
-        if let Some(records) = decode(header, batch) {
-            for record in &records {
-                let before = latest.len();
-                latest.note(&seen(record));
-                if latest.len() > before {
-                    bytes += record.key.as_ref().map_or(0, Bytes::len) + MAP_ENTRY_OVERHEAD;
-                }
+    let start = log.log_start_offset();
+    let from = from.max(start);
+    let mut end = from;
+    let mut full = false;
+    for segment in segments.iter().filter(|s| s.next_offset > from) {
+        log.scan_sealed(*segment, |header, batch| {
+            if stopping() {
+                return Err(CleanError::Stopped);
             }
+            if header.next_offset() <= end {
+                return Ok(true);
+            }
+            if bytes >= map_bytes_max {
+                full = true;
+                return Ok(false);
+            }
+            let mut note = |record: Seen<'_>| {
+                let before = latest.len();
+                latest.note(&record);
+                if latest.len() > before {
+                    bytes += record.key.map_or(0, <[u8]>::len) + MAP_ENTRY_OVERHEAD;
+                }
+            };
+            if let Some(records) = raw::records(header, batch) {
+                records.iter().for_each(|r| note(raw_seen(header, r)));
+            } else if let Some(records) = decode(header, batch) {
+                records.iter().for_each(|r| note(seen(r)));
+            }
+            end = header.next_offset();
+            Ok(true)
+        })?;
+        if full {
+            return Ok((latest, end));
         }
-        end = header.next_offset();
-        Ok(true)
-    })?;
+        end = end.max(segment.next_offset);
+    }
     Ok((latest, end))
 }
 
@@ -200,9 +215,15 @@ fn rewrite_segment(
     let mut rewrite = log.rewrite_segment(segment)?;
     let mut out = Vec::new();
     let mut removed = 0u64;
-    for_each_batch(log, segment.base_offset, segment.next_offset, |header, batch| {
+    let log_start = log.log_start_offset();
+    log.scan_sealed(segment, |header, batch| {
         if stopping() {
             return Err(CleanError::Stopped);
+        }
+        if header.next_offset() <= log_start {
+            // Below the log start: no reader sees it.
+            removed += u64::from(header.record_count);
+            return Ok(true);
         }
         match clean_batch(header, batch, latest, horizon, protected) {
             Cleaned::Unchanged => out.extend_from_slice(batch),
@@ -254,6 +275,16 @@ fn clean_batch(
     if untouchable {
         return Cleaned::Unchanged;
     }
+    if let Some(records) = raw::records(header, batch) {
+        let kept: Vec<raw::RawRecord<'_>> =
+            records.iter().filter(|r| keeps(&raw_seen(header, r), latest, horizon)).copied().collect();
+        let dropped = (records.len() - kept.len()) as u64;
+        if dropped == 0 {
+            return Cleaned::Unchanged;
+        }
+        let bytes = runs(&kept, |r| r.offset).flat_map(|run| raw::encode_run(header, batch, run)).collect();
+        return Cleaned::Rewritten { bytes, dropped };
+    }
     let Some(records) = decode(header, batch) else { return Cleaned::Unchanged };
     let kept: Vec<&Record> = records.iter().filter(|r| keeps(&seen(r), latest, horizon)).collect();
     let dropped = (records.len() - kept.len()) as u64;
@@ -277,6 +308,20 @@ fn decode(header: &BatchHeader, batch: &[u8]) -> Option<Vec<Record>> {
             None
         }
     }
+}
+
+fn raw_seen<'a>(header: &BatchHeader, record: &raw::RawRecord<'a>) -> Seen<'a> {
+    Seen {
+        offset: record.offset,
+        timestamp: header.base_timestamp.saturating_add(record.timestamp_delta),
+        key: record.key,
+        tombstone: record.tombstone,
+    }
+}
+
+/// `records` (in offset order) split into runs of consecutive offsets.
+fn runs<T>(records: &[T], offset: impl Fn(&T) -> u64) -> impl Iterator<Item = &[T]> {
+    records.chunk_by(move |a, b| offset(b) == offset(a) + 1)
 }
 
 fn seen(record: &Record) -> Seen<'_> {
@@ -303,14 +348,9 @@ fn encode_runs(header: &BatchHeader, kept: &[&Record]) -> Option<Vec<u8>> {
         _ => return None,
     };
     let options = RecordEncodeOptions { version: 2, compression };
-    let mut start = 0;
-    while start < kept.len() {
-        let mut end = start + 1;
-        while end < kept.len() && kept[end].offset == kept[end - 1].offset + 1 {
-            end += 1;
-        }
-        let first = kept[start].offset;
-        let run: Vec<Record> = kept[start..end]
+    for run in runs(kept, |r| r.offset as u64) {
+        let first = run[0].offset;
+        let run: Vec<Record> = run
             .iter()
             .map(|r| {
                 let mut r = (*r).clone();
@@ -325,41 +365,8 @@ fn encode_runs(header: &BatchHeader, kept: &[&Record]) -> Option<Vec<u8>> {
             tracing::warn!(offset = header.base_offset, %error, "cleaner: re-encoding failed; keeping the batch");
             return None;
         }
-        start = end;
     }
     Some(out.to_vec())
-}
-
-/// Hands each whole batch from `from` (or the log start) up to `to` to `each`, in order,
-/// until it returns `false`.
-fn for_each_batch(
-    log: &Log,
-    from: u64,
-    to: u64,
-    mut each: impl FnMut(&BatchHeader, &[u8]) -> Result<bool, CleanError>,
-) -> Result<(), CleanError> {
-    let mut offset = from.max(log.log_start_offset());
-    while offset < to {
-        let read = log.read(offset, READ_BYTES)?;
-        let mut rest = read.bytes.as_slice();
-        if rest.is_empty() {
-            return Ok(());
-        }
-        while !rest.is_empty() {
-            let header = BatchHeader::parse(rest, rest.len() as u64)
-                .map_err(|reason| LogError::InvalidBatch(herald_log::InvalidBatch { position: offset, reason }))?;
-            if header.base_offset >= to {
-                return Ok(());
-            }
-            let (batch, tail) = rest.split_at(header.size as usize);
-            if !each(&header, batch)? {
-                return Ok(());
-            }
-            offset = header.next_offset();
-            rest = tail;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

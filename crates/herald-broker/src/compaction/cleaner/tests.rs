@@ -39,6 +39,15 @@ fn open(storage: &Arc<dyn Storage>, dir: &Path, now: i64) -> Partition {
 /// One batch of `records` (key byte, value or tombstone) stamped `timestamp`, from
 /// `producer` (id, epoch, first sequence) or from none.
 fn batch(records: &[(Option<u8>, Option<&str>)], timestamp: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    batch_compressed(records, timestamp, producer, Compression::None)
+}
+
+fn batch_compressed(
+    records: &[(Option<u8>, Option<&str>)],
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+    compression: Compression,
+) -> Vec<u8> {
     let (producer_id, producer_epoch, first_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .iter()
@@ -60,7 +69,7 @@ fn batch(records: &[(Option<u8>, Option<&str>)], timestamp: i64, producer: Optio
         })
         .collect();
     let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let options = RecordEncodeOptions { version: 2, compression };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode");
     buf.to_vec()
 }
@@ -118,9 +127,15 @@ proptest! {
     /// each key's latest record (a tombstone only while younger than
     /// `delete.retention.ms`) and keyless records, at their offsets; everything from the
     /// cleanable end on. A second pass changes nothing, and a reopened log (gaps and all)
-    /// serves the same.
+    /// serves the same. Batches are uncompressed (rewritten in place) or compressed
+    /// (decoded and encoded again), as `compressed` picks.
     #[test]
-    fn a_pass_leaves_what_the_model_says(batches in written(), lag in 0i64..3_000, retention in 0i64..3_000) {
+    fn a_pass_leaves_what_the_model_says(
+        batches in written(),
+        lag in 0i64..3_000,
+        retention in 0i64..3_000,
+        compressed in prop::collection::vec(prop::bool::ANY, 40),
+    ) {
         let storage: Arc<dyn Storage> = Arc::new(FaultStorage::new(1));
         let dir = PathBuf::from("/t-0");
         let partition = open(&storage, &dir, T0);
@@ -130,7 +145,8 @@ proptest! {
             let values: Vec<(Option<u8>, Option<String>)> =
                 records.iter().map(|(k, tomb)| (*k, (!tomb).then(|| format!("v{}", model.len())))).collect();
             let refs: Vec<(Option<u8>, Option<&str>)> = values.iter().map(|(k, v)| (*k, v.as_deref())).collect();
-            let base = append(&partition, batch(&refs, timestamp, None), timestamp);
+            let compression = if compressed[i] { Compression::Lz4 } else { Compression::None };
+            let base = append(&partition, batch_compressed(&refs, timestamp, None, compression), timestamp);
             for (j, (key, value)) in values.into_iter().enumerate() {
                 model.push((base + j as u64, key, value, timestamp));
             }
