@@ -343,7 +343,10 @@ impl Broker {
         topics.log_configs.remove(name);
         // Still under the lock: a topic created again under this name must not open the
         // old directories before they are gone.
-        for index in 0..partitions.len() {
+        for (index, partition) in partitions.iter().enumerate() {
+            // A cleaner pass still holding the partition must not swap files into a
+            // directory that a topic created again under this name will own.
+            partition.log().retire("its topic was deleted");
             let dir = partition_dir(&self.config.data_dir, name, index as u32);
             if let Err(error) = self.storage.remove_dir_all(&dir) {
                 tracing::warn!(path = %dir.display(), %error, "could not remove a deleted topic's partition; the next start retries");

@@ -344,6 +344,14 @@ impl Log {
         outcome.map_err(|e| self.fail(&mut st, e))
     }
 
+    /// Makes the log refuse writes and segment rewrites from now on, saying `why` (its
+    /// directory is about to go). Waits for a rewrite's swap in progress to end.
+    pub fn retire(&self, why: &str) {
+        let _files = crate::sync::lock(&self.segment_files);
+        let mut st = self.write_state();
+        st.failed.get_or_insert_with(|| why.to_string());
+    }
+
     /// Flushes and fsyncs everything and marks the shutdown clean, so the next open
     /// skips recovery. A log that failed is closed without the mark.
     pub fn close(self) -> Result<(), LogError> {

@@ -311,12 +311,13 @@ fn decode(header: &BatchHeader, batch: &[u8]) -> Option<Vec<Record>> {
 }
 
 fn raw_seen<'a>(header: &BatchHeader, record: &raw::RawRecord<'a>) -> Seen<'a> {
-    Seen {
-        offset: record.offset,
-        timestamp: header.base_timestamp.saturating_add(record.timestamp_delta),
-        key: record.key,
-        tombstone: record.tombstone,
-    }
+    const LOG_APPEND_TIME: i16 = 0x08;
+    let timestamp = if header.attributes & LOG_APPEND_TIME != 0 {
+        header.max_timestamp
+    } else {
+        header.base_timestamp.saturating_add(record.timestamp_delta)
+    };
+    Seen { offset: record.offset, timestamp, key: record.key, tombstone: record.tombstone }
 }
 
 /// `records` (in offset order) split into runs of consecutive offsets.
