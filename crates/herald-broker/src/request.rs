@@ -30,22 +30,22 @@ pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The APIs and version ranges this broker handles, as advertised by ApiVersions.
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 13),
-    (ApiKey::Fetch, 4, 18),
-    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 0, 18),
+    (ApiKey::ListOffsets, 0, 10),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
@@ -55,8 +55,8 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
@@ -143,8 +143,10 @@ impl std::fmt::Debug for Reply {
 pub struct Call {
     /// The API.
     pub api: ApiKey,
-    /// Its version.
+    /// The version it is handled as (for a legacy request, the oldest kafka-protocol knows).
     pub version: i16,
+    /// The version on the wire when it is older than kafka-protocol's (see `legacy`).
+    pub legacy: Option<i16>,
     /// Echoed in the response.
     pub correlation_id: i32,
 }
@@ -159,7 +161,18 @@ impl Call {
                 metrics::counter!("herald_kafka_errors_total", "api" => api, "error_code" => error_code).increment(1);
             }
         });
-        encode_response(self.api, self.correlation_id, self.version, response)
+        let bytes = encode_response(self.api, self.correlation_id, self.version, response)?;
+        match self.legacy {
+            None => Ok(bytes),
+            Some(wire) => {
+                // The response header (v0: the correlation id) stays; the body is rewritten.
+                let body = bytes.slice(4..);
+                let body = legacy::downgrade_response(self.api, wire, body, self.version).map_err(|reason| {
+                    FrameError::Malformed { api: self.api, version: wire, reason: format!("legacy response: {reason}") }
+                })?;
+                Ok([&bytes[..4], &body[..]].concat().into())
+            }
+        }
     }
 }
 
@@ -198,7 +211,16 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(malformed(api, version, "header"))?;
     let client_id = header.client_id.map(|id| id.to_string());
-    let call = Call { api, version, correlation_id };
+    let mut call = Call { api, version, correlation_id, legacy: None };
+    if let Some(handled) = legacy::handled_as(api, version) {
+        call = Call { version: handled, legacy: Some(version), ..call };
+        let malformed =
+            |reason: String| FrameError::Malformed { api, version, reason: format!("legacy request: {reason}") };
+        match legacy::upgrade_request(api, version, body, crate::broker::now_ms()).map_err(malformed)? {
+            legacy::Upgraded::Body(upgraded) => body = upgraded,
+            legacy::Upgraded::Request(request) => return Ok(Decoded::Request(call, request, client_id)),
+        }
+    }
     let b = &mut body;
     let request = match api {
         ApiKey::ApiVersions => RequestKind::ApiVersions(decode_body(b, call)?),
@@ -381,6 +403,8 @@ fn encode_response<R: Encodable + HeaderVersion>(
 fn malformed<E: std::fmt::Display>(api: ApiKey, version: i16, what: &'static str) -> impl Fn(E) -> FrameError {
     move |e| FrameError::Malformed { api, version, reason: format!("{what}: {e}") }
 }
+
+pub(crate) mod legacy;
 
 #[cfg(test)]
 mod tests;

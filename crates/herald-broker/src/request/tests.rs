@@ -673,6 +673,14 @@ async fn every_advertised_version_of_every_api_decodes_and_encodes() {
     round_trip(&broker, ApiKey::Produce, 3).await;
     for &(api, min, max) in SUPPORTED_APIS {
         for version in min..=max {
+            if super::legacy::handled_as(api, version).is_some() {
+                // kafka-protocol cannot encode these: a real client's frame instead (the
+                // legacy tests check what the answers say).
+                let frame = super::legacy::tests::fixture(api, version);
+                let answered = super::legacy::tests::answer(&broker, frame).await;
+                assert!(answered.is_some_and(|body| !body.is_empty()), "{api:?} v{version}");
+                continue;
+            }
             round_trip(&broker, api, version).await;
         }
     }

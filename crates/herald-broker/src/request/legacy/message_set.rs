@@ -1,0 +1,175 @@
+//! Message sets, the record format of Produce v0-2 and Fetch v0-3 (magic 0, and magic 1
+//! with timestamps), converted to and from v2 record batches as Kafka converts them.
+//!
+//! A message: offset (i64), size (i32), then CRC-32 (IEEE, over the rest), magic,
+//! attributes (codec in the low 3 bits, timestamp type in bit 3 from magic 1), a timestamp
+//! (magic 1), the key and the value (i32 length, -1 for null). A compressed message's
+//! value is a message set of its own (one level deep). Up: each message becomes a record
+//! of one uncompressed v2 batch (the log assigns the offsets); a magic 0 message has no
+//! time and takes the append's. Down: every record of the batches becomes an uncompressed
+//! message at its offset; control records are left out.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// crc, magic, attributes, key length, value length.
+const MESSAGE_BYTES_MIN: usize = 4 + 1 + 1 + 4 + 4;
+const LOG_APPEND_TIME: i8 = 0x08;
+
+struct Message {
+    #[cfg_attr(not(test), expect(dead_code, reason = "up-conversion lets the log assign offsets"))]
+    offset: i64,
+    timestamp: Option<i64>,
+    log_append_time: bool,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+}
+
+/// One v2 batch holding the messages of `set`.
+pub(super) fn to_batch(set: &[u8], now_ms: i64) -> Result<Vec<u8>, String> {
+    let mut messages = Vec::new();
+    read_set(Bytes::copy_from_slice(set), true, &mut messages)?;
+    if messages.is_empty() {
+        return Err("an empty message set".to_string());
+    }
+    let records: Vec<Record> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: if m.log_append_time { TimestampType::LogAppend } else { TimestampType::Creation },
+            offset: i as i64,
+            // The encoder keeps a batch together while offset - sequence holds.
+            sequence: i as i32 - 1,
+            timestamp: m.timestamp.filter(|t| *t >= 0 && !m.log_append_time).unwrap_or(now_ms),
+            key: m.key,
+            value: m.value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, records.iter(), &options).map_err(|e| e.to_string())?;
+    Ok(out.to_vec())
+}
+
+/// Reads the messages of `set` into `out`; a compressed message is opened only when
+/// `outer` (Kafka nests one level).
+fn read_set(mut set: Bytes, outer: bool, out: &mut Vec<Message>) -> Result<(), String> {
+    while !set.is_empty() {
+        let head = set.get(..12).ok_or("a message cut short")?;
+        let offset = i64::from_be_bytes(head[..8].try_into().map_err(|_| "offset")?);
+        let size = i32::from_be_bytes(head[8..12].try_into().map_err(|_| "size")?);
+        let size = usize::try_from(size).ok().filter(|s| *s >= MESSAGE_BYTES_MIN).ok_or("a bad message size")?;
+        if set.len() < 12 + size {
+            return Err("a message cut short".to_string());
+        }
+        let message = set.slice(12..12 + size);
+        set = set.slice(12 + size..);
+        let crc = u32::from_be_bytes(message[..4].try_into().map_err(|_| "crc")?);
+        if crc32fast::hash(&message[4..]) != crc {
+            return Err("a message fails its CRC".to_string());
+        }
+        let (magic, attributes) = (message[4] as i8, message[5] as i8);
+        let mut rest = message.slice(6..);
+        let timestamp = match magic {
+            0 => None,
+            1 => Some(i64::from_be_bytes(take(&mut rest, 8)?[..].try_into().map_err(|_| "timestamp")?)),
+            other => return Err(format!("magic {other} in a message set")),
+        };
+        let key = bytes_field(&mut rest)?;
+        let value = bytes_field(&mut rest)?;
+        let log_append_time = attributes & LOG_APPEND_TIME != 0;
+        match attributes & 0x07 {
+            0 => out.push(Message { offset, timestamp, log_append_time, key, value }),
+            codec if outer => {
+                let inner = decompress(codec, value.ok_or("a compressed message without a value")?)?;
+                read_set(inner, false, out)?;
+            }
+            _ => return Err("a compressed message inside a compressed message".to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn decompress(codec: i8, mut value: Bytes) -> Result<Bytes, String> {
+    let whole = |b: &mut Bytes| Ok(b.clone());
+    let result = match codec {
+        1 => Gzip::decompress(&mut value, whole),
+        2 => Snappy::decompress(&mut value, whole),
+        3 => Lz4::decompress(&mut value, whole),
+        other => return Err(format!("compression codec {other} in a message set")),
+    };
+    result.map_err(|e| format!("decompressing a message set: {e}"))
+}
+
+fn take(rest: &mut Bytes, n: usize) -> Result<Bytes, String> {
+    if rest.len() < n {
+        return Err("a message field cut short".to_string());
+    }
+    Ok(rest.split_to(n))
+}
+
+fn bytes_field(rest: &mut Bytes) -> Result<Option<Bytes>, String> {
+    let length = i32::from_be_bytes(take(rest, 4)?[..].try_into().map_err(|_| "length")?);
+    match usize::try_from(length) {
+        Ok(n) => take(rest, n).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The records of `batches` (whole v2 batches) as uncompressed messages of `magic`.
+pub(super) fn from_batches(batches: &[u8], magic: i8) -> Result<Vec<u8>, String> {
+    let mut bytes = Bytes::copy_from_slice(batches);
+    let mut out = BytesMut::new();
+    let mut message = BytesMut::new();
+    while !bytes.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("a stored batch does not decode: {e}"))?;
+        for record in set.records.iter().filter(|r| !r.control) {
+            message.clear();
+            message.put_i8(magic);
+            let log_append = record.timestamp_type == TimestampType::LogAppend;
+            message.put_i8(if magic == 1 && log_append { LOG_APPEND_TIME } else { 0 });
+            if magic == 1 {
+                message.put_i64(record.timestamp);
+            }
+            put_bytes(&mut message, record.key.as_deref());
+            put_bytes(&mut message, record.value.as_deref());
+            out.put_i64(record.offset);
+            out.put_i32(message.len() as i32 + 4);
+            out.put_u32(crc32fast::hash(&message));
+            out.put_slice(&message);
+        }
+    }
+    Ok(out.to_vec())
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            out.put_i32(b.len() as i32);
+            out.put_slice(b);
+        }
+        None => out.put_i32(-1),
+    }
+}
+
+/// A message read back: offset, timestamp (magic 1), key and value.
+#[cfg(test)]
+pub(super) type Read = (i64, Option<i64>, Option<Bytes>, Option<Bytes>);
+
+/// The messages of an uncompressed `set`.
+#[cfg(test)]
+pub(super) fn read_messages(set: Bytes) -> Result<Vec<Read>, String> {
+    let mut messages = Vec::new();
+    read_set(set, false, &mut messages)?;
+    Ok(messages.into_iter().map(|m| (m.offset, m.timestamp, m.key, m.value)).collect())
+}
