@@ -21,24 +21,35 @@ pub struct NewRecord {
 /// One uncompressed v2 batch of `records` (offsets from 0: the log assigns the real
 /// ones), all stamped `now_ms`.
 pub fn encode_batch(records: &[NewRecord], now_ms: i64) -> Result<Vec<u8>, String> {
+    encode_batch_timed(records, |_| (now_ms, TimestampType::Creation))
+}
+
+/// [`encode_batch`] with each record's time (and its type) from `time_of(index)`.
+pub(crate) fn encode_batch_timed(
+    records: &[NewRecord],
+    time_of: impl Fn(usize) -> (i64, TimestampType),
+) -> Result<Vec<u8>, String> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now_ms,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone()))).collect(),
+        .map(|(i, r)| {
+            let (timestamp, timestamp_type) = time_of(i);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type,
+                offset: i as i64,
+                // The encoder starts a new batch whenever offset - sequence changes.
+                sequence: i as i32,
+                timestamp,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone()))).collect(),
+            }
         })
         .collect();
     let mut buf = BytesMut::new();

@@ -11,9 +11,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+
+use crate::new_records::{NewRecord, encode_batch_timed};
 
 /// crc, magic, attributes, key length, value length.
 const MESSAGE_BYTES_MIN: usize = 4 + 1 + 1 + 4 + 4;
@@ -35,30 +35,15 @@ pub(super) fn to_batch(set: &[u8], now_ms: i64) -> Result<Vec<u8>, String> {
     if messages.is_empty() {
         return Err("an empty message set".to_string());
     }
-    let records: Vec<Record> = messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: if m.log_append_time { TimestampType::LogAppend } else { TimestampType::Creation },
-            offset: i as i64,
-            // The encoder keeps a batch together while offset - sequence holds.
-            sequence: i as i32 - 1,
-            timestamp: m.timestamp.filter(|t| *t >= 0 && !m.log_append_time).unwrap_or(now_ms),
-            key: m.key,
-            value: m.value,
-            headers: Default::default(),
-        })
+    let records: Vec<NewRecord> = messages
+        .iter()
+        .map(|m| NewRecord { key: m.key.clone(), value: m.value.clone(), headers: Vec::new() })
         .collect();
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut out, records.iter(), &options).map_err(|e| e.to_string())?;
-    Ok(out.to_vec())
+    encode_batch_timed(&records, |i| {
+        let m = &messages[i];
+        let kind = if m.log_append_time { TimestampType::LogAppend } else { TimestampType::Creation };
+        (m.timestamp.filter(|t| *t >= 0 && !m.log_append_time).unwrap_or(now_ms), kind)
+    })
 }
 
 /// Reads the messages of `set` into `out`; a compressed message is opened only when
