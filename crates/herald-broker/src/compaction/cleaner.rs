@@ -276,6 +276,9 @@ fn clean_batch(
         return Cleaned::Unchanged;
     }
     if let Some(records) = raw::records(header, batch) {
+        if !increasing(&records, |r| r.offset) {
+            return Cleaned::Unchanged;
+        }
         let kept: Vec<raw::RawRecord<'_>> =
             records.iter().filter(|r| keeps(&raw_seen(header, r), latest, horizon)).copied().collect();
         let dropped = (records.len() - kept.len()) as u64;
@@ -285,7 +288,9 @@ fn clean_batch(
         let bytes = runs(&kept, |r| r.offset).flat_map(|run| raw::encode_run(header, batch, run)).collect();
         return Cleaned::Rewritten { bytes, dropped };
     }
-    let Some(records) = decode(header, batch) else { return Cleaned::Unchanged };
+    let Some(records) = decode(header, batch).filter(|r| increasing(r, |r| r.offset as u64)) else {
+        return Cleaned::Unchanged;
+    };
     let kept: Vec<&Record> = records.iter().filter(|r| keeps(&seen(r), latest, horizon)).collect();
     let dropped = (records.len() - kept.len()) as u64;
     if dropped == 0 {
@@ -318,6 +323,12 @@ fn raw_seen<'a>(header: &BatchHeader, record: &raw::RawRecord<'a>) -> Seen<'a> {
         header.base_timestamp.saturating_add(record.timestamp_delta)
     };
     Seen { offset: record.offset, timestamp, key: record.key, tombstone: record.tombstone }
+}
+
+/// Whether the records' offsets rise strictly, as a producer's must (the broker does not
+/// check records on produce, so a batch breaking this is kept as it is).
+fn increasing<T>(records: &[T], offset: impl Fn(&T) -> u64) -> bool {
+    records.windows(2).all(|w| offset(&w[0]) < offset(&w[1]))
 }
 
 /// `records` (in offset order) split into runs of consecutive offsets.

@@ -92,7 +92,7 @@ fn served(log: &Log) -> Served {
         while !bytes.is_empty() {
             let set = RecordBatchDecoder::decode(&mut bytes).expect("decode");
             for r in set.records {
-                offset = r.offset as u64 + 1;
+                offset = offset.max(r.offset as u64 + 1);
                 out.push((r.offset as u64, r.key, r.value));
             }
         }
@@ -340,4 +340,46 @@ fn appends_go_on_while_passes_run() {
         let found = served.iter().find(|r| r.0 == offset).unwrap_or_else(|| panic!("offset {offset} is gone"));
         assert_eq!((found.1.as_deref(), found.2.as_deref()), (Some(key.as_slice()), Some(value.as_bytes())));
     }
+}
+
+#[test]
+fn a_batch_whose_record_offsets_do_not_rise_is_kept_and_the_pass_goes_on() {
+    let storage: Arc<dyn Storage> = Arc::new(FaultStorage::new(0));
+    let partition = open(&storage, &PathBuf::from("/t-0"), T0);
+    // Offset deltas 0, 2, 1: the log takes it (3 records, lastOffsetDelta 2); a cleaner
+    // that dropped the first record would write batches that go backwards.
+    let records: Vec<Record> = [(0i64, 0u8), (2, 1), (1, 0)]
+        .iter()
+        .map(|&(offset, key)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: offset as i32 - 1,
+            timestamp: T0,
+            key: Some(Bytes::from(vec![b'k', key])),
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut odd = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut odd,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("encode");
+    append(&partition, odd.to_vec(), T0);
+    for i in 0..40 {
+        append(&partition, batch(&[(Some(2), Some("x")), (Some(3), Some("y"))], T0 + i, None), T0 + i);
+    }
+    let before = served(partition.log());
+    let outcome = pass(&partition, &policy(0, 0), T0 + 1_000).expect("due");
+    assert!(outcome.records_removed > 0, "{outcome:?}");
+    let after = served(partition.log());
+    assert_eq!(after[..3], before[..3], "the odd batch is as it was");
 }

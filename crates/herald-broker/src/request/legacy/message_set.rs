@@ -17,6 +17,12 @@ use crate::new_records::{NewRecord, encode_batch_timed};
 
 /// crc, magic, attributes, key length, value length.
 const MESSAGE_BYTES_MIN: usize = 4 + 1 + 1 + 4 + 4;
+/// Most bytes the compressed messages of one set may open up to, all together (each is
+/// bounded by kafka-protocol on its own; many of them must not add up to gigabytes).
+const DECOMPRESSED_BYTES_MAX: usize = kafka_protocol::compression::DECOMPRESSED_BYTES_MAX;
+/// Least a down-conversion produces before it may stop (it also stops at about the size
+/// of the batches it converts, so a compressed log cannot make an answer balloon).
+const DOWN_CONVERTED_BYTES_MIN: usize = 1 << 20;
 const LOG_APPEND_TIME: i8 = 0x08;
 
 struct Message {
@@ -31,7 +37,8 @@ struct Message {
 /// One v2 batch holding the messages of `set`.
 pub(super) fn to_batch(set: &[u8], now_ms: i64) -> Result<Vec<u8>, String> {
     let mut messages = Vec::new();
-    read_set(Bytes::copy_from_slice(set), true, &mut messages)?;
+    let mut opened = 0;
+    read_set(Bytes::copy_from_slice(set), Some(&mut opened), &mut messages)?;
     if messages.is_empty() {
         return Err("an empty message set".to_string());
     }
@@ -46,9 +53,9 @@ pub(super) fn to_batch(set: &[u8], now_ms: i64) -> Result<Vec<u8>, String> {
     })
 }
 
-/// Reads the messages of `set` into `out`; a compressed message is opened only when
-/// `outer` (Kafka nests one level).
-fn read_set(mut set: Bytes, outer: bool, out: &mut Vec<Message>) -> Result<(), String> {
+/// Reads the messages of `set` into `out`. A compressed message is opened only in an outer
+/// set (`opened`: the bytes opened so far; Kafka nests one level).
+fn read_set(mut set: Bytes, mut opened: Option<&mut usize>, out: &mut Vec<Message>) -> Result<(), String> {
     while !set.is_empty() {
         let head = set.get(..12).ok_or("a message cut short")?;
         let offset = i64::from_be_bytes(head[..8].try_into().map_err(|_| "offset")?);
@@ -73,13 +80,17 @@ fn read_set(mut set: Bytes, outer: bool, out: &mut Vec<Message>) -> Result<(), S
         let key = bytes_field(&mut rest)?;
         let value = bytes_field(&mut rest)?;
         let log_append_time = attributes & LOG_APPEND_TIME != 0;
-        match attributes & 0x07 {
-            0 => out.push(Message { offset, timestamp, log_append_time, key, value }),
-            codec if outer => {
+        match (attributes & 0x07, opened.as_deref_mut()) {
+            (0, _) => out.push(Message { offset, timestamp, log_append_time, key, value }),
+            (codec, Some(total)) => {
                 let inner = decompress(codec, value.ok_or("a compressed message without a value")?)?;
-                read_set(inner, false, out)?;
+                *total += inner.len();
+                if *total > DECOMPRESSED_BYTES_MAX {
+                    return Err(format!("a message set opens up to more than {DECOMPRESSED_BYTES_MAX} bytes"));
+                }
+                read_set(inner, None, out)?;
             }
-            _ => return Err("a compressed message inside a compressed message".to_string()),
+            (_, None) => return Err("a compressed message inside a compressed message".to_string()),
         }
     }
     Ok(())
@@ -111,8 +122,11 @@ fn bytes_field(rest: &mut Bytes) -> Result<Option<Bytes>, String> {
     }
 }
 
-/// The records of `batches` (whole v2 batches) as uncompressed messages of `magic`.
+/// The records of `batches` (whole v2 batches) as uncompressed messages of `magic`: all
+/// of them, or as many as make about `batches`' size (at least 1 MiB); the client asks
+/// again from where they end.
 pub(super) fn from_batches(batches: &[u8], magic: i8) -> Result<Vec<u8>, String> {
+    let limit = batches.len().max(DOWN_CONVERTED_BYTES_MIN);
     let mut bytes = Bytes::copy_from_slice(batches);
     let mut out = BytesMut::new();
     let mut message = BytesMut::new();
@@ -132,6 +146,9 @@ pub(super) fn from_batches(batches: &[u8], magic: i8) -> Result<Vec<u8>, String>
             out.put_i32(message.len() as i32 + 4);
             out.put_u32(crc32fast::hash(&message));
             out.put_slice(&message);
+            if out.len() >= limit {
+                return Ok(out.to_vec());
+            }
         }
     }
     Ok(out.to_vec())
@@ -155,6 +172,6 @@ pub(super) type Read = (i64, Option<i64>, Option<Bytes>, Option<Bytes>);
 #[cfg(test)]
 pub(super) fn read_messages(set: Bytes) -> Result<Vec<Read>, String> {
     let mut messages = Vec::new();
-    read_set(set, false, &mut messages)?;
+    read_set(set, None, &mut messages)?;
     Ok(messages.into_iter().map(|m| (m.offset, m.timestamp, m.key, m.value)).collect())
 }

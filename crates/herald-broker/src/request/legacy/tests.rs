@@ -282,3 +282,60 @@ fn bad_legacy_bodies_are_errors_not_panics() {
     // The set fails its CRC: the request decodes, and the produce answers CORRUPT_MESSAGE.
     assert!(decode_request(Bytes::from(corrupt)).is_ok());
 }
+
+/// One message of `magic` 1 (`codec` in its attributes) at `offset`.
+fn message(offset: i64, codec: i8, value: &[u8]) -> Vec<u8> {
+    let mut body = vec![1u8, codec as u8];
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    body.extend_from_slice(value);
+    let mut out = offset.to_be_bytes().to_vec();
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use kafka_protocol::compression::{Compressor, Gzip};
+    let mut out = bytes::BytesMut::new();
+    Gzip::compress(&mut out, |b: &mut bytes::BytesMut| {
+        b.extend_from_slice(bytes);
+        Ok(())
+    })
+    .expect("gzip");
+    out.to_vec()
+}
+
+#[test]
+fn compressed_message_sets_are_bounded_as_a_whole() {
+    let inner = message(0, 0, &vec![0u8; 1 << 20]);
+    let wrapper = message(0, 1, &gzip(&inner));
+    // 64 wrappers open up to just over 64 MiB: refused. Fewer convert.
+    let many: Vec<u8> = (0..64).flat_map(|_| wrapper.clone()).collect();
+    let error = message_set::to_batch(&many, 0).expect_err("too much");
+    assert!(error.contains("more than"), "{error}");
+    let few: Vec<u8> = (0..3).flat_map(|_| wrapper.clone()).collect();
+    let batch = message_set::to_batch(&few, 0).expect("three");
+    assert_eq!(herald_log::BatchHeader::parse(&batch, batch.len() as u64).expect("a batch").record_count, 3);
+}
+
+#[test]
+fn down_conversion_stops_near_the_size_it_was_given() {
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    // 64 records of 64 KiB of zeros: 4 MiB that gzip makes tiny.
+    let records: Vec<crate::new_records::NewRecord> = (0..64)
+        .map(|_| crate::new_records::NewRecord { value: Some(vec![0u8; 64 << 10].into()), ..Default::default() })
+        .collect();
+    let plain = crate::new_records::encode_batch(&records, 0).expect("batch");
+    let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut Bytes::from(plain)).expect("decode");
+    let mut compressed = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::Gzip };
+    RecordBatchEncoder::encode(&mut compressed, decoded.records.iter(), &options).expect("gzip batch");
+    assert!(compressed.len() < 64 << 10);
+    let set = message_set::from_batches(&compressed, 1).expect("converted");
+    let read = message_set::read_messages(set.clone().into()).expect("messages");
+    assert!((1 << 20..(1 << 20) + (70 << 10)).contains(&set.len()), "{} bytes", set.len());
+    assert_eq!(read.iter().map(|m| m.0).collect::<Vec<_>>(), (0..read.len() as i64).collect::<Vec<_>>());
+}
