@@ -123,6 +123,11 @@ impl Partition {
         self.producers().active()
     }
 
+    /// `(producer id, last sequence)` of the batches the producer state remembers.
+    pub(crate) fn remembered_producer_batches(&self) -> Vec<(i64, i32)> {
+        self.producers().remembered_batches()
+    }
+
     /// Forgets producers idle past the expiration time.
     pub fn expire_producers(&self, now_ms: i64) -> usize {
         self.producers().expire(now_ms)

@@ -147,6 +147,12 @@ impl ProducerState {
         active
     }
 
+    /// `(producer id, last sequence)` of every batch remembered (the last few of each
+    /// producer): the batches whose bounds a restart must find again in the log.
+    pub(crate) fn remembered_batches(&self) -> Vec<(i64, i32)> {
+        self.producers.iter().flat_map(|(id, e)| e.batches.iter().map(move |b| (*id, b.last_sequence))).collect()
+    }
+
     /// Decides what to do with `batch`. Does not change the state.
     pub(crate) fn check(&self, batch: &ProducerBatch) -> Verdict {
         if batch.producer_id < 0 {
@@ -230,7 +236,7 @@ impl ProducerState {
 }
 
 /// `seq + n` with Kafka's wrap from `i32::MAX` to 0.
-fn add_sequence(seq: i32, n: i32) -> i32 {
+pub(crate) fn add_sequence(seq: i32, n: i32) -> i32 {
     ((i64::from(seq) + i64::from(n)).rem_euclid(1 << 31)) as i32
 }
 

@@ -104,7 +104,7 @@ impl Cleaner {
 fn record(topic: &str, partition: u32, pass: &PassOutcome) {
     metrics::counter!("herald_cleaner_passes_total").increment(1);
     metrics::counter!("herald_cleaner_records_removed_total").increment(pass.records_removed);
-    metrics::counter!("herald_cleaner_bytes_freed_total").increment(pass.bytes_before - pass.bytes_after);
+    metrics::counter!("herald_cleaner_bytes_freed_total").increment(pass.bytes_before.saturating_sub(pass.bytes_after));
     if pass.segments_rewritten > 0 {
         tracing::info!(
             topic,
@@ -144,8 +144,7 @@ pub(crate) fn clean_partition(
     }
     let (latest, map_end) = build_map(log, &cleanable, first_dirty, map_bytes_max, stopping)?;
     let horizon = Horizon { cleanable_end: map_end, ..Horizon::at(now_ms, policy, map_end, None) };
-    let protected: HashSet<(i64, i32)> =
-        partition.active_producers().iter().map(|p| (p.producer_id, p.last_sequence)).collect();
+    let protected: HashSet<(i64, i32)> = partition.remembered_producer_batches().into_iter().collect();
     let mut outcome = PassOutcome { cleaned_through: map_end, ..PassOutcome::default() };
     for segment in cleanable.iter().filter(|s| s.base_offset < map_end) {
         rewrite_segment(log, *segment, &latest, &horizon, &protected, stopping, &mut outcome)?;
@@ -268,7 +267,7 @@ fn clean_batch(
     horizon: &Horizon,
     protected: &HashSet<(i64, i32)>,
 ) -> Cleaned {
-    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta as i32);
+    let last_sequence = crate::producer_state::add_sequence(header.base_sequence, header.last_offset_delta as i32);
     let untouchable = header.attributes & TRANSACTIONAL_OR_CONTROL != 0
         || header.base_offset >= horizon.cleanable_end
         || (header.producer_id >= 0 && protected.contains(&(header.producer_id, last_sequence)));
@@ -288,7 +287,9 @@ fn clean_batch(
         let bytes = runs(&kept, |r| r.offset).flat_map(|run| raw::encode_run(header, batch, run)).collect();
         return Cleaned::Rewritten { bytes, dropped };
     }
-    let Some(records) = decode(header, batch).filter(|r| increasing(r, |r| r.offset as u64)) else {
+    let within = |r: &Record| (header.base_offset..=header.last_offset()).contains(&(r.offset as u64));
+    let Some(records) = decode(header, batch).filter(|r| increasing(r, |r| r.offset as u64) && r.iter().all(within))
+    else {
         return Cleaned::Unchanged;
     };
     let kept: Vec<&Record> = records.iter().filter(|r| keeps(&seen(r), latest, horizon)).collect();

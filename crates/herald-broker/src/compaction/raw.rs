@@ -30,7 +30,8 @@ pub(crate) fn records<'a>(header: &BatchHeader, batch: &'a [u8]) -> Option<Vec<R
     if header.attributes & COMPRESSION_MASK != 0 {
         return None;
     }
-    let mut out = Vec::with_capacity(header.record_count as usize);
+    // The count is the producer's word: each record takes at least 7 bytes.
+    let mut out = Vec::with_capacity((header.record_count as usize).min(batch.len() / 7));
     let mut rest = batch.get(BATCH_HEADER_BYTES..)?;
     for _ in 0..header.record_count {
         let (length, after) = read_varint(rest)?;
@@ -86,7 +87,11 @@ pub(crate) fn encode_run(header: &BatchHeader, batch: &[u8], run: &[RawRecord<'_
             .max()
             .unwrap_or(header.max_timestamp)
     };
-    let base_sequence = if header.base_sequence < 0 { -1 } else { header.base_sequence.wrapping_add(shift as i32) };
+    let base_sequence = if header.base_sequence < 0 {
+        -1
+    } else {
+        crate::producer_state::add_sequence(header.base_sequence, shift as i32)
+    };
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
     out.extend_from_slice(&first.to_be_bytes());
     out.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());

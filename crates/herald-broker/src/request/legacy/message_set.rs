@@ -123,14 +123,15 @@ fn bytes_field(rest: &mut Bytes) -> Result<Option<Bytes>, String> {
 }
 
 /// The records of `batches` (whole v2 batches) as uncompressed messages of `magic`: all
-/// of them, or as many as make about `batches`' size (at least 1 MiB); the client asks
-/// again from where they end.
+/// of them, or whole batches until about `batches`' size (at least 1 MiB); the client
+/// asks again from where they end. A batch is never cut: the client's next fetch would
+/// land inside it, get it whole again and never move on.
 pub(super) fn from_batches(batches: &[u8], magic: i8) -> Result<Vec<u8>, String> {
     let limit = batches.len().max(DOWN_CONVERTED_BYTES_MIN);
     let mut bytes = Bytes::copy_from_slice(batches);
     let mut out = BytesMut::new();
     let mut message = BytesMut::new();
-    while !bytes.is_empty() {
+    while !bytes.is_empty() && out.len() < limit {
         let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("a stored batch does not decode: {e}"))?;
         for record in set.records.iter().filter(|r| !r.control) {
             message.clear();
@@ -146,9 +147,6 @@ pub(super) fn from_batches(batches: &[u8], magic: i8) -> Result<Vec<u8>, String>
             out.put_i32(message.len() as i32 + 4);
             out.put_u32(crc32fast::hash(&message));
             out.put_slice(&message);
-            if out.len() >= limit {
-                return Ok(out.to_vec());
-            }
         }
     }
     Ok(out.to_vec())
