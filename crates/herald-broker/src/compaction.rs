@@ -102,6 +102,13 @@ impl LatestOffsets {
     }
 }
 
+impl LatestOffsets {
+    /// Whether `record` is the latest of its key noted (or its key was not noted).
+    pub(crate) fn is_latest(&self, record: &Seen<'_>) -> bool {
+        record.key.is_none_or(|key| self.0.get(key).is_none_or(|latest| *latest <= record.offset))
+    }
+}
+
 /// Whether a pass keeps `record`: the second pass, given every key's latest offset.
 pub(crate) fn keeps(record: &Seen<'_>, latest: &LatestOffsets, horizon: &Horizon) -> bool {
     if record.offset >= horizon.cleanable_end {

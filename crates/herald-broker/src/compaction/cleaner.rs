@@ -145,10 +145,12 @@ pub(crate) fn clean_partition(
     let (latest, map_end) = build_map(log, &cleanable, first_dirty, map_bytes_max, stopping)?;
     let horizon = Horizon { cleanable_end: map_end, ..Horizon::at(now_ms, policy, map_end, None) };
     let protected: HashSet<(i64, i32)> = partition.remembered_producer_batches().into_iter().collect();
-    let mut outcome = PassOutcome { cleaned_through: map_end, ..PassOutcome::default() };
+    let mut outcome = PassOutcome::default();
+    let mut judge = Judge { latest: &latest, horizon: &horizon, protected: &protected, pins: Pins::default() };
     for segment in cleanable.iter().filter(|s| s.base_offset < map_end) {
-        rewrite_segment(log, *segment, &latest, &horizon, &protected, stopping, &mut outcome)?;
+        rewrite_segment(log, *segment, &mut judge, stopping, &mut outcome)?;
     }
+    outcome.cleaned_through = judge.pins.first.map_or(map_end, |first| first.min(map_end));
     Ok(Some(outcome))
 }
 
@@ -205,9 +207,7 @@ fn build_map(
 fn rewrite_segment(
     log: &Log,
     segment: SealedSegment,
-    latest: &LatestOffsets,
-    horizon: &Horizon,
-    protected: &HashSet<(i64, i32)>,
+    judge: &mut Judge<'_>,
     stopping: &dyn Fn() -> bool,
     outcome: &mut PassOutcome,
 ) -> Result<(), CleanError> {
@@ -224,7 +224,7 @@ fn rewrite_segment(
             removed += u64::from(header.record_count);
             return Ok(true);
         }
-        match clean_batch(header, batch, latest, horizon, protected) {
+        match clean_batch(header, batch, judge) {
             Cleaned::Unchanged => out.extend_from_slice(batch),
             Cleaned::Rewritten { bytes, dropped } => {
                 out.extend_from_slice(&bytes);
@@ -260,26 +260,63 @@ enum Cleaned {
     },
 }
 
-fn clean_batch(
-    header: &BatchHeader,
-    batch: &[u8],
-    latest: &LatestOffsets,
-    horizon: &Horizon,
-    protected: &HashSet<(i64, i32)>,
-) -> Cleaned {
-    let last_sequence = crate::producer_state::add_sequence(header.base_sequence, header.last_offset_delta as i32);
-    let untouchable = header.attributes & TRANSACTIONAL_OR_CONTROL != 0
-        || header.base_offset >= horizon.cleanable_end
-        || (header.producer_id >= 0 && protected.contains(&(header.producer_id, last_sequence)));
-    if untouchable {
+/// Keys of records a pass left in place without judging them (untouchable batches below
+/// the cleanable end): they may hold an older value of a key, so that key's tombstone must
+/// stay, or the old value would come back once the tombstone went. The pass's clean mark
+/// stays before the first such batch, so the next pass maps it again.
+#[derive(Debug, Default)]
+struct Pins {
+    keys: HashSet<Vec<u8>, foldhash::fast::RandomState>,
+    /// A batch that does not decode was kept: its keys are unknown, so all are pinned.
+    all: bool,
+    /// The first such batch.
+    first: Option<u64>,
+}
+
+impl Pins {
+    fn pin<'a>(&mut self, header: &BatchHeader, keys: Option<impl Iterator<Item = Option<&'a [u8]>>>) {
+        self.first.get_or_insert(header.base_offset);
+        match keys {
+            Some(keys) => self.keys.extend(keys.flatten().map(<[u8]>::to_vec)),
+            None => self.all = true,
+        }
+    }
+
+    fn covers(&self, key: Option<&[u8]>) -> bool {
+        self.all || key.is_some_and(|k| self.keys.contains(k))
+    }
+}
+
+/// What one pass knows while it rewrites.
+struct Judge<'a> {
+    latest: &'a LatestOffsets,
+    horizon: &'a Horizon,
+    protected: &'a HashSet<(i64, i32)>,
+    pins: Pins,
+}
+
+impl Judge<'_> {
+    /// [`keeps`], except that a pinned key's latest tombstone stays.
+    fn keeps(&self, record: &Seen<'_>) -> bool {
+        keeps(record, self.latest, self.horizon)
+            || (record.tombstone && self.latest.is_latest(record) && self.pins.covers(record.key))
+    }
+}
+
+fn clean_batch(header: &BatchHeader, batch: &[u8], judge: &mut Judge<'_>) -> Cleaned {
+    if header.base_offset >= judge.horizon.cleanable_end {
         return Cleaned::Unchanged;
     }
+    let last_sequence = crate::producer_state::add_sequence(header.base_sequence, header.last_offset_delta as i32);
+    let untouchable = header.attributes & TRANSACTIONAL_OR_CONTROL != 0
+        || (header.producer_id >= 0 && judge.protected.contains(&(header.producer_id, last_sequence)));
     if let Some(records) = raw::records(header, batch) {
-        if !increasing(&records, |r| r.offset) {
+        if untouchable || !increasing(&records, |r| r.offset) {
+            judge.pins.pin(header, Some(records.iter().map(|r| r.key)));
             return Cleaned::Unchanged;
         }
         let kept: Vec<raw::RawRecord<'_>> =
-            records.iter().filter(|r| keeps(&raw_seen(header, r), latest, horizon)).copied().collect();
+            records.iter().filter(|r| judge.keeps(&raw_seen(header, r))).copied().collect();
         let dropped = (records.len() - kept.len()) as u64;
         if dropped == 0 {
             return Cleaned::Unchanged;
@@ -287,19 +324,26 @@ fn clean_batch(
         let bytes = runs(&kept, |r| r.offset).flat_map(|run| raw::encode_run(header, batch, run)).collect();
         return Cleaned::Rewritten { bytes, dropped };
     }
-    let within = |r: &Record| (header.base_offset..=header.last_offset()).contains(&(r.offset as u64));
-    let Some(records) = decode(header, batch).filter(|r| increasing(r, |r| r.offset as u64) && r.iter().all(within))
-    else {
+    let Some(records) = decode(header, batch) else {
+        judge.pins.pin(header, None::<std::iter::Empty<Option<&[u8]>>>);
         return Cleaned::Unchanged;
     };
-    let kept: Vec<&Record> = records.iter().filter(|r| keeps(&seen(r), latest, horizon)).collect();
+    let within = |r: &Record| (header.base_offset..=header.last_offset()).contains(&(r.offset as u64));
+    if untouchable || !increasing(&records, |r| r.offset as u64) || !records.iter().all(within) {
+        judge.pins.pin(header, Some(records.iter().map(|r| r.key.as_deref())));
+        return Cleaned::Unchanged;
+    }
+    let kept: Vec<&Record> = records.iter().filter(|r| judge.keeps(&seen(r))).collect();
     let dropped = (records.len() - kept.len()) as u64;
     if dropped == 0 {
         return Cleaned::Unchanged;
     }
     match encode_runs(header, &kept) {
         Some(bytes) => Cleaned::Rewritten { bytes, dropped },
-        None => Cleaned::Unchanged,
+        None => {
+            judge.pins.pin(header, Some(records.iter().map(|r| r.key.as_deref())));
+            Cleaned::Unchanged
+        }
     }
 }
 

@@ -387,3 +387,30 @@ fn a_batch_whose_record_offsets_do_not_rise_is_kept_and_the_pass_goes_on() {
     let after = served(partition.log());
     assert_eq!(after[..3], before[..3], "the odd batch is as it was");
 }
+
+#[test]
+fn a_deleted_key_stays_deleted_while_an_older_value_sits_in_a_protected_batch() {
+    let storage: Arc<dyn Storage> = Arc::new(FaultStorage::new(0));
+    let partition = open(&storage, &PathBuf::from("/t-0"), T0);
+    // Producer 7's only batch holds k0=old; then k0 is deleted and others write on.
+    append(&partition, batch(&[(Some(0), Some("old"))], T0, Some((7, 0, 0))), T0);
+    append(&partition, batch(&[(Some(0), None)], T0 + 1, None), T0 + 1);
+    for i in 0..40 {
+        append(&partition, batch(&[(Some(2), Some("x")), (Some(3), Some("y"))], T0 + 2 + i, None), T0 + 2 + i);
+    }
+    partition.log().roll().expect("roll");
+    let key0 =
+        |served: &Served| served.iter().filter(|r| r.1.as_deref() == Some(b"k\0")).map(|r| r.0).collect::<Vec<_>>();
+    let now = T0 + 10_000;
+    // The old value stays (its batch is protected), so the tombstone must stay too, even
+    // past delete.retention.ms, and the next pass maps from the protected batch again.
+    let first = clean_partition(&partition, &policy(0, 0), 0, now, 1 << 20, &|| false).expect("pass").expect("due");
+    assert_eq!(key0(&served(partition.log())), vec![0, 1]);
+    assert_eq!(first.cleaned_through, 0);
+    // The producer is forgotten: both go, and the key stays deleted.
+    partition.expire_producers(now + 10 * 86_400_000);
+    append(&partition, batch(&[(Some(4), Some("z"))], now, None), now);
+    partition.log().roll().expect("roll");
+    clean_partition(&partition, &policy(0, 0), first.cleaned_through, now, 1 << 20, &|| false).expect("pass");
+    assert_eq!(key0(&served(partition.log())), Vec::<u64>::new());
+}
