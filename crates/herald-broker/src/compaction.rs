@@ -6,9 +6,9 @@
 //! - A pass cleans only up to the *cleanable end*: the start of the active segment, and
 //!   never past the first record younger than `min.compaction.lag.ms`.
 //! - Within that range a record is dropped when a later record has the same key (the
-//!   latest is found over the whole log, so a newer value beyond the cleanable end still
-//!   supersedes an old one); offsets of the records kept never change, so the log gets
-//!   gaps that readers step over.
+//!   latest offsets are mapped over the part written since the last pass, as Kafka does:
+//!   the part before holds one record per key already); offsets of the records kept never
+//!   change, so the log gets gaps that readers step over.
 //! - A tombstone (a null value) that is the latest of its key goes only once it is older
 //!   than `delete.retention.ms`, so consumers that were behind can still see the delete.
 //! - Records without a key are kept (Kafka refuses them on compacted topics).

@@ -333,9 +333,13 @@ impl Log {
             retention_ms
                 .is_some_and(|ms| seg.max_timestamp != i64::MIN && now_ms.saturating_sub(seg.max_timestamp) > ms as i64)
         };
+        // A segment compaction emptied holds nothing to keep; under a retention it goes
+        // (it has no time of its own to expire by, and would hold back the ones after it).
+        let retains = self.config().retention_ms.is_some() || self.config().retention_bytes.is_some();
         let outcome = self.delete_segments_locked(&mut st, |st, seg| {
             let over_size = excess >= seg.size && excess > 0;
-            let delete = over_size || expired(seg) || seg.next_offset <= st.log_start_offset;
+            let emptied = retains && seg.size == 0;
+            let delete = over_size || expired(seg) || emptied || seg.next_offset <= st.log_start_offset;
             if delete {
                 excess = excess.saturating_sub(seg.size);
             }

@@ -1,7 +1,8 @@
 //! Rewriting a sealed segment in place (what a compaction cleaner needs), crash-safely.
 //!
 //! The new contents go to `<base>.log.cleaned` and are fsynced; the swap then runs under
-//! the log's write lock:
+//! the log's segment-files lock (appends and reads go on; the state lock is taken only to
+//! put the new segment in place):
 //! 1. rename `.log.cleaned` to `.log.swap`, fsync the directory: **the commit point**;
 //! 2. remove the old `.index` and `.timeindex`, fsync the directory;
 //! 3. rename `.log.swap` over `.log`, fsync the directory;
@@ -11,7 +12,8 @@
 //! is removed (the old segment stays), a `.swap` file is renamed over its segment after
 //! the old indexes are removed (the new segment wins, its indexes are rebuilt). So after
 //! a crash at any step a segment is either wholly old or wholly new. A rewrite that keeps
-//! nothing removes the segment's files instead (the log then has a gap there).
+//! nothing removes the segment's files instead (the log then has a gap there), unless it
+//! is the first segment, which stays empty: the log start is found from it at open.
 //!
 //! The log does not decide what to keep: the caller hands over batches with their final
 //! offsets, in order, within the old segment's offsets. Offsets are never reassigned, so
@@ -193,21 +195,23 @@ impl SegmentRewrite<'_> {
         self.file.sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
         let log = self.log;
         let _files = crate::sync::lock(&log.segment_files);
-        let old_paths = {
+        let (old_paths, first) = {
             let st = log.read_state();
+            let first = st.segments.keys().next() == Some(&self.old.base_offset);
             let unchanged = st.segments.get(&self.old.base_offset).filter(|s| {
                 s.size == self.old.size && s.next_offset == self.old.next_offset && s.synced_size == s.size
             });
             let below_recovery = self.old.base_offset < st.checkpoint.recovery_segment.min(st.active().base_offset);
             match unchanged {
-                Some(segment) if st.failed.is_none() && below_recovery => segment.paths(),
+                Some(segment) if st.failed.is_none() && below_recovery => (segment.paths(), first),
                 _ => return Ok(None),
             }
         };
         self.done = true;
         let base = self.old.base_offset;
         let (storage, dir) = (&*log.storage, log.dir.as_path());
-        let swapped = if self.size == 0 {
+        // The first segment stays, empty, so the log start a reopen finds does not move.
+        let swapped = if self.size == 0 && !first {
             remove_segment(storage, dir, &old_paths, &self.path).map(|()| None)
         } else {
             swap_in(storage, dir, base, &self.path, log.config().index_interval_bytes).map(Some)

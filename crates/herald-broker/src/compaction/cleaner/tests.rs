@@ -179,6 +179,8 @@ proptest! {
         partition.into_log().close().expect("close");
         let reopened = open(&storage, &dir, now);
         prop_assert_eq!(&served(reopened.log()), &expected);
+        // An emptied first segment stays, so the log start does not move.
+        prop_assert_eq!(reopened.log().log_start_offset(), 0);
     }
 }
 
