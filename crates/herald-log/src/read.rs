@@ -117,10 +117,12 @@ fn scan_from_hint(
 ) -> Result<ScanStop, LogError> {
     let io_err = |e| LogError::io("read", &segment.path, e);
     let (pos, next_offset) = segment.seek_hint(offset);
-    let stop = scan(&*segment.file, pos, limit, next_offset, false, SEEK_CHUNK_BYTES, &mut visit).map_err(io_err)?;
+    let stop =
+        scan(&*segment.file, pos, limit, next_offset, false, false, SEEK_CHUNK_BYTES, &mut visit).map_err(io_err)?;
     if pos > 0 && stop.error.is_some() && stop.position == pos {
         tracing::warn!(segment = %segment.path.display(), position = pos, "index entry misses its batch; scanning from the start");
-        return scan(&*segment.file, 0, limit, segment.base_offset, false, SEEK_CHUNK_BYTES, visit).map_err(io_err);
+        return scan(&*segment.file, 0, limit, segment.base_offset, false, false, SEEK_CHUNK_BYTES, visit)
+            .map_err(io_err);
     }
     Ok(stop)
 }

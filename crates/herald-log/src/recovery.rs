@@ -15,7 +15,9 @@ use crate::checkpoint::{CHECKPOINT_TMP_FILE, Checkpoint};
 use crate::config::LogConfig;
 use crate::error::{BatchError, LogError};
 use crate::log::{Log, State};
-use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name};
+use crate::segment::{
+    COMPACTED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name,
+};
 use crate::storage::Storage;
 
 impl Log {
@@ -63,6 +65,7 @@ impl Log {
         let last_base = bases.last().copied();
         for (i, &base) in bases.iter().enumerate() {
             let mut segment = Segment::open(&*storage, &dir, base)?;
+            segment.compacted = names.contains(&file_name(base, COMPACTED_SUFFIX));
             let file_len = segment.file.len().map_err(io("stat", &segment.path))?;
             let is_last = Some(base) == last_base;
             let (trusted_end, verify_from) = if clean || base < recovery.0 {
@@ -76,7 +79,8 @@ impl Log {
             let unverified = !clean && base >= recovery.0;
             // A segment past the recovery point that ends short of the next one's base lost
             // its unsynced end: the log ends there too.
-            let short = bases.get(i + 1).is_some_and(|next| stop.next_offset != *next);
+            // (A compacted segment may end early: its last records were cleaned away.)
+            let short = !segment.compacted && bases.get(i + 1).is_some_and(|next| stop.next_offset != *next);
             let reason = match stop.error.clone() {
                 Some(reason) => reason,
                 None if unverified && short => {
@@ -159,7 +163,7 @@ impl Log {
 /// Removes files no segment owns: a half-written checkpoint and orphan indexes.
 fn remove_strays(storage: &dyn Storage, dir: &Path, names: &[String], bases: &[u64]) -> Result<(), LogError> {
     for name in names {
-        let orphan_index = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|suffix| {
+        let orphan_index = [INDEX_SUFFIX, TIME_INDEX_SUFFIX, COMPACTED_SUFFIX].iter().any(|suffix| {
             name.strip_suffix(suffix)
                 .and_then(|stem| parse_log_file_name(&format!("{stem}{LOG_SUFFIX}")))
                 .is_some_and(|base| !bases.contains(&base))

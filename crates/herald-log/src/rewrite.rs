@@ -25,7 +25,9 @@ use std::sync::Arc;
 use crate::batch::BatchHeader;
 use crate::error::LogError;
 use crate::log::Log;
-use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name};
+use crate::segment::{
+    COMPACTED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name, parse_log_file_name,
+};
 use crate::storage::{Storage, StorageFile};
 
 const CLEANED_SUFFIX: &str = ".cleaned";
@@ -256,10 +258,15 @@ fn swap_in(
     index_interval: u32,
 ) -> Result<Segment, LogError> {
     let swap = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, LOG_SUFFIX)));
+    // The marker is made durable with the commit point (before it, it only lets recovery
+    // accept gaps in a segment that has none).
+    let marker = dir.join(file_name(base, COMPACTED_SUFFIX));
+    storage.open(&marker, true).map_err(|e| LogError::io("create", &marker, e))?;
     storage.rename(cleaned, &swap).map_err(|e| LogError::io("rename", cleaned, e))?;
     storage.sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?;
     finish_swap(storage, dir, base, &swap)?;
     let mut segment = Segment::open(storage, dir, base)?;
+    segment.compacted = true;
     let len = segment.file.len().map_err(|e| LogError::io("stat", &segment.path, e))?;
     let stop = segment.recover(len, len, index_interval)?;
     if let Some(reason) = stop.error {

@@ -23,17 +23,19 @@ pub(crate) struct ScanStop {
 /// Walks the batches of `file` in `from..to`, starting at offset `next_offset`.
 ///
 /// Each batch must frame correctly, fit before `to`, and start at or after the offset
-/// where the previous one ended (gaps are what compaction leaves); with `verify_crc` its
-/// CRC-32C is checked too, and it must start exactly where the previous one ended. `visit` sees each
+/// where the previous one ended (gaps are what compaction leaves), or with `exact` right
+/// there; with `verify_crc` its CRC-32C is checked too. `visit` sees each
 /// accepted batch with its position and returns whether to go on. Reads are chunked
 /// (`chunk_bytes`), so a scan costs sequential IO, and a batch is read whole only when
 /// its CRC is checked.
+#[expect(clippy::too_many_arguments, reason = "each caller sets all of them; a struct would only rename them")]
 pub(crate) fn scan(
     file: &dyn StorageFile,
     from: u64,
     to: u64,
     mut next_offset: u64,
     verify_crc: bool,
+    exact: bool,
     chunk_bytes: u64,
     mut visit: impl FnMut(u64, &BatchHeader) -> bool,
 ) -> io::Result<ScanStop> {
@@ -55,10 +57,10 @@ pub(crate) fn scan(
             Ok(header) => header,
             Err(error) => return stop(pos, next_offset, error),
         };
-        // `baseOffset` is outside the CRC, so where batches were only ever appended (the
-        // unverified tail recovery checks with CRCs) offsets must follow on exactly;
-        // elsewhere they only move forward, as a compacted segment skips some.
-        let misplaced = if verify_crc { header.base_offset != next_offset } else { header.base_offset < next_offset };
+        // `baseOffset` is outside the CRC, so where batches were only ever appended (what
+        // recovery checks, unless compaction rewrote the segment) offsets must follow on
+        // exactly; elsewhere they only move forward, as a compacted segment skips some.
+        let misplaced = if exact { header.base_offset != next_offset } else { header.base_offset < next_offset };
         if misplaced {
             let error = BatchError::UnexpectedOffset { expected: next_offset, found: header.base_offset };
             return stop(pos, next_offset, error);

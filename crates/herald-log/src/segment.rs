@@ -13,6 +13,8 @@ use crate::storage::{Storage, StorageFile};
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// An empty file marking a segment compaction rewrote.
+pub(crate) const COMPACTED_SUFFIX: &str = ".compacted";
 
 /// `00000000000000000042.log` for base offset 42, as Kafka names them.
 pub(crate) fn file_name(base_offset: u64, suffix: &str) -> String {
@@ -51,6 +53,9 @@ pub(crate) struct Segment {
     max_timestamp_offset: u64,
     /// `maxTimestamp` of the first batch; `segment_ms` rolls count from it.
     pub(crate) first_batch_timestamp: Option<i64>,
+    /// Rewritten by compaction (a `.compacted` marker): its batches may skip offsets even
+    /// where recovery checks them, and it may end before the next segment begins.
+    pub(crate) compacted: bool,
     bytes_since_index_entry: u64,
 }
 
@@ -103,6 +108,7 @@ impl Segment {
             max_timestamp: i64::MIN,
             max_timestamp_offset: base_offset,
             first_batch_timestamp: None,
+            compacted: false,
             bytes_since_index_entry: 0,
         })
     }
@@ -147,13 +153,14 @@ impl Segment {
         let mut visited = Vec::new();
         let header_end = verify_from.clamp(start_pos, file_len);
         let chunk = RECOVERY_CHUNK_BYTES;
-        let mut stop = scan(&*self.file, start_pos, header_end, start_offset, false, chunk, |pos, h| {
+        let mut stop = scan(&*self.file, start_pos, header_end, start_offset, false, false, chunk, |pos, h| {
             visited.push((pos, *h));
             true
         })
         .map_err(io_err)?;
         if stop.error.is_some() || stop.position < file_len {
-            stop = scan(&*self.file, stop.position, file_len, stop.next_offset, true, chunk, |pos, h| {
+            let exact = !self.compacted;
+            stop = scan(&*self.file, stop.position, file_len, stop.next_offset, true, exact, chunk, |pos, h| {
                 visited.push((pos, *h));
                 true
             })
