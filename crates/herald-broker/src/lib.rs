@@ -16,6 +16,7 @@
 
 mod api;
 mod broker;
+mod codec;
 mod compaction;
 mod config;
 mod error;

@@ -9,25 +9,27 @@
 //!    ends the pass's range early, at a batch boundary.
 //! 3. Each sealed segment from the log start to the map's end is rewritten: a batch whose
 //!    records all stay is copied as it is; one that loses every record goes; one that
-//!    loses some is re-encoded (same compression, producer id, epoch and sequences) as one
-//!    batch per run of consecutive offsets, so every batch stays gapless inside and the
-//!    log gets gaps between batches only. A segment nothing changes in is not rewritten.
+//!    loses some becomes one batch per run of consecutive offsets (`raw.rs`: the kept
+//!    records' bytes copied, compressed again with the batch's codec, producer id, epoch
+//!    and sequences kept), so every batch stays gapless inside and the log gets gaps
+//!    between batches only. A segment nothing changes in is not rewritten.
 //!
-//! Two kinds of batches are never touched: transactional and control batches (the broker
-//! refuses transactions, so these come only from elsewhere), and the last batch of every
-//! producer the partition remembers, so that a restart rebuilds the idempotent-producer
-//! state (its last sequence, the placement of a retried batch) from the log. That batch's
-//! superseded records stay until the producer writes again. A batch that does not decode
-//! is kept too: the cleaner never loses what it cannot read.
+//! Some batches are never touched: transactional and control batches (the broker refuses
+//! transactions, so these come only from elsewhere), the batches the partition's
+//! producer state remembers (the last few of each idempotent producer, so a restart
+//! rebuilds that state, retried batches included, from the log), and batches that do not
+//! open or parse as their header says (the cleaner never loses what it cannot read).
+//! Their superseded records stay, so the tombstones of their keys stay too, and the next
+//! pass maps from the first of them again ([`Pins`]): an old value never outlives its
+//! delete.
 //!
-//! This is the one place the broker decodes (and decompresses, bounded by the vendored
-//! kafka-protocol's limit) clients' records.
+//! This is the one place the broker opens (decompresses, bounded by the vendored
+//! kafka-protocol's limit) clients' records; it reads only their offsets, times, keys and
+//! whether the value is null, and copies the rest as it is.
 
 use std::collections::{HashMap, HashSet};
 
-use bytes::{Bytes, BytesMut};
 use herald_log::{BatchHeader, Log, LogError, SealedSegment};
-use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::{CompactionPolicy, Horizon, LatestOffsets, Seen, due, keeps, raw};
 use crate::broker::Broker;
@@ -188,10 +190,10 @@ fn build_map(
                     bytes += record.key.map_or(0, <[u8]>::len) + MAP_ENTRY_OVERHEAD;
                 }
             };
-            if let Some(records) = raw::records(header, batch) {
+            if let Some(section) = raw::section(header, batch)
+                && let Some(records) = raw::records(header, &section)
+            {
                 records.iter().for_each(|r| note(raw_seen(header, r)));
-            } else if let Some(records) = decode(header, batch) {
-                records.iter().for_each(|r| note(seen(r)));
             }
             end = header.next_offset();
             Ok(true)
@@ -310,52 +312,27 @@ fn clean_batch(header: &BatchHeader, batch: &[u8], judge: &mut Judge<'_>) -> Cle
     let last_sequence = crate::producer_state::add_sequence(header.base_sequence, header.last_offset_delta as i32);
     let untouchable = header.attributes & TRANSACTIONAL_OR_CONTROL != 0
         || (header.producer_id >= 0 && judge.protected.contains(&(header.producer_id, last_sequence)));
-    if let Some(records) = raw::records(header, batch) {
-        if untouchable || !increasing(&records, |r| r.offset) {
-            judge.pins.pin(header, Some(records.iter().map(|r| r.key)));
-            return Cleaned::Unchanged;
-        }
-        let kept: Vec<raw::RawRecord<'_>> =
-            records.iter().filter(|r| judge.keeps(&raw_seen(header, r))).copied().collect();
-        let dropped = (records.len() - kept.len()) as u64;
-        if dropped == 0 {
-            return Cleaned::Unchanged;
-        }
-        let bytes = runs(&kept, |r| r.offset).flat_map(|run| raw::encode_run(header, batch, run)).collect();
-        return Cleaned::Rewritten { bytes, dropped };
-    }
-    let Some(records) = decode(header, batch) else {
+    let section = raw::section(header, batch);
+    let Some(records) = section.as_deref().and_then(|section| raw::records(header, section)) else {
         judge.pins.pin(header, None::<std::iter::Empty<Option<&[u8]>>>);
         return Cleaned::Unchanged;
     };
-    let within = |r: &Record| (header.base_offset..=header.last_offset()).contains(&(r.offset as u64));
-    if untouchable || !increasing(&records, |r| r.offset as u64) || !records.iter().all(within) {
-        judge.pins.pin(header, Some(records.iter().map(|r| r.key.as_deref())));
+    if untouchable || !increasing(&records, |r| r.offset) {
+        judge.pins.pin(header, Some(records.iter().map(|r| r.key)));
         return Cleaned::Unchanged;
     }
-    let kept: Vec<&Record> = records.iter().filter(|r| judge.keeps(&seen(r))).collect();
+    let kept: Vec<raw::RawRecord<'_>> = records.iter().filter(|r| judge.keeps(&raw_seen(header, r))).copied().collect();
     let dropped = (records.len() - kept.len()) as u64;
     if dropped == 0 {
         return Cleaned::Unchanged;
     }
-    match encode_runs(header, &kept) {
-        Some(bytes) => Cleaned::Rewritten { bytes, dropped },
+    let encoded: Option<Vec<Vec<u8>>> =
+        runs(&kept, |r| r.offset).map(|run| raw::encode_run(header, batch, run)).collect();
+    match encoded {
+        Some(batches) => Cleaned::Rewritten { bytes: batches.concat(), dropped },
         None => {
-            judge.pins.pin(header, Some(records.iter().map(|r| r.key.as_deref())));
+            judge.pins.pin(header, Some(records.iter().map(|r| r.key)));
             Cleaned::Unchanged
-        }
-    }
-}
-
-/// The records of one batch, or `None` (with a warning) when they do not decode as the
-/// header says.
-fn decode(header: &BatchHeader, batch: &[u8]) -> Option<Vec<Record>> {
-    let mut bytes = Bytes::copy_from_slice(batch);
-    match RecordBatchDecoder::decode(&mut bytes) {
-        Ok(set) if set.records.len() == header.record_count as usize => Some(set.records),
-        Ok(_) | Err(_) => {
-            tracing::warn!(offset = header.base_offset, "cleaner: a batch does not decode; keeping it as it is");
-            None
         }
     }
 }
@@ -379,51 +356,6 @@ fn increasing<T>(records: &[T], offset: impl Fn(&T) -> u64) -> bool {
 /// `records` (in offset order) split into runs of consecutive offsets.
 fn runs<T>(records: &[T], offset: impl Fn(&T) -> u64) -> impl Iterator<Item = &[T]> {
     records.chunk_by(move |a, b| offset(b) == offset(a) + 1)
-}
-
-fn seen(record: &Record) -> Seen<'_> {
-    Seen {
-        offset: record.offset as u64,
-        timestamp: record.timestamp,
-        key: record.key.as_deref(),
-        tombstone: record.value.is_none(),
-    }
-}
-
-/// `kept` (in offset order) as one batch per run of consecutive offsets, compressed as the
-/// original was. A batch without sequences keeps none (-1); one with them keeps each
-/// record's. `None` if encoding fails.
-fn encode_runs(header: &BatchHeader, kept: &[&Record]) -> Option<Vec<u8>> {
-    let mut out = BytesMut::new();
-    use kafka_protocol::records::Compression;
-    let compression = match header.attributes & 0x07 {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        _ => return None,
-    };
-    let options = RecordEncodeOptions { version: 2, compression };
-    for run in runs(kept, |r| r.offset as u64) {
-        let first = run[0].offset;
-        let run: Vec<Record> = run
-            .iter()
-            .map(|r| {
-                let mut r = (*r).clone();
-                if header.base_sequence < 0 {
-                    // The encoder keeps a batch together while offset - sequence holds.
-                    r.sequence = (r.offset - first) as i32 - 1;
-                }
-                r
-            })
-            .collect();
-        if let Err(error) = RecordBatchEncoder::encode(&mut out, run.iter(), &options) {
-            tracing::warn!(offset = header.base_offset, %error, "cleaner: re-encoding failed; keeping the batch");
-            return None;
-        }
-    }
-    Some(out.to_vec())
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
-//! The cleaner's fast path for uncompressed batches: their records read in place (no
-//! copies, no allocation per record) and a run of them rewritten as a batch of its own by
-//! copying each record's bytes with its offset delta moved. Compressed batches go through
-//! kafka-protocol's decoder and encoder instead.
+//! The records of a batch as the cleaner sees them: read in place from the records
+//! section (the batch's own bytes, or for a compressed batch its decompressed section; no
+//! allocation per record), and a run of them written as a batch of its own by copying
+//! each record's bytes with its offset delta moved, compressed again with the batch's
+//! codec. Records are never decoded into fields beyond what the cleaner needs, so what it
+//! keeps (headers, repeated header keys, attributes) is exactly what the producer sent.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use herald_log::{BATCH_HEADER_BYTES, BatchHeader, read_varint};
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -24,15 +29,28 @@ pub(crate) struct RawRecord<'a> {
     tail: &'a [u8],
 }
 
-/// The records of `batch` read in place, or `None` when it is compressed or does not
-/// parse as its header says (the caller then keeps it or decodes it the slow way).
-pub(crate) fn records<'a>(header: &BatchHeader, batch: &'a [u8]) -> Option<Vec<RawRecord<'a>>> {
-    if header.attributes & COMPRESSION_MASK != 0 {
-        return None;
+/// The records section of `batch`: its own bytes, or decompressed; `None` (with a
+/// warning) when it does not open.
+pub(crate) fn section<'a>(header: &BatchHeader, batch: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+    let body = batch.get(BATCH_HEADER_BYTES..)?;
+    match header.attributes & COMPRESSION_MASK {
+        0 => Some(Cow::Borrowed(body)),
+        codec => match crate::codec::decompress(codec, Bytes::copy_from_slice(body)) {
+            Ok(opened) => Some(Cow::Owned(opened.to_vec())),
+            Err(error) => {
+                tracing::warn!(offset = header.base_offset, %error, "cleaner: a batch does not open; keeping it as it is");
+                None
+            }
+        },
     }
+}
+
+/// The records of a batch's `section` read in place, or `None` when they do not parse as
+/// its header says.
+pub(crate) fn records<'a>(header: &BatchHeader, section: &'a [u8]) -> Option<Vec<RawRecord<'a>>> {
     // The count is the producer's word: each record takes at least 7 bytes.
-    let mut out = Vec::with_capacity((header.record_count as usize).min(batch.len() / 7));
-    let mut rest = batch.get(BATCH_HEADER_BYTES..)?;
+    let mut out = Vec::with_capacity((header.record_count as usize).min(section.len() / 7));
+    let mut rest = section;
     for _ in 0..header.record_count {
         let (length, after) = read_varint(rest)?;
         let body = after.get(..usize::try_from(length).ok()?)?;
@@ -64,8 +82,9 @@ pub(crate) fn records<'a>(header: &BatchHeader, batch: &'a [u8]) -> Option<Vec<R
 
 /// One batch holding `run` (records of the batch `header` describes, at consecutive
 /// offsets), as the original would have been written had it held only them: the same
-/// attributes, producer, leader epoch and base timestamp, its sequences where they were.
-pub(crate) fn encode_run(header: &BatchHeader, batch: &[u8], run: &[RawRecord<'_>]) -> Vec<u8> {
+/// attributes and codec, producer, leader epoch and base timestamp, its sequences where
+/// they were. `None` if compressing fails.
+pub(crate) fn encode_run(header: &BatchHeader, batch: &[u8], run: &[RawRecord<'_>]) -> Option<Vec<u8>> {
     let first = run[0].offset;
     let shift = (first - header.base_offset) as i64;
     let mut records = Vec::new();
@@ -87,6 +106,12 @@ pub(crate) fn encode_run(header: &BatchHeader, batch: &[u8], run: &[RawRecord<'_
             .max()
             .unwrap_or(header.max_timestamp)
     };
+    let codec = header.attributes & COMPRESSION_MASK;
+    if codec != 0 {
+        records = crate::codec::compress(codec, &records)
+            .map_err(|error| tracing::warn!(offset = header.base_offset, %error, "cleaner: re-compressing failed"))
+            .ok()?;
+    }
     let base_sequence = if header.base_sequence < 0 {
         -1
     } else {
@@ -108,7 +133,7 @@ pub(crate) fn encode_run(header: &BatchHeader, batch: &[u8], run: &[RawRecord<'_
     out.extend_from_slice(&records);
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    Some(out)
 }
 
 /// Appends `value` as a zigzag varint.
