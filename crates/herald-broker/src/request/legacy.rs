@@ -147,7 +147,10 @@ fn produce_response(response: &ProduceResponse, version: i16, out: &mut BytesMut
     }
 }
 
+/// A stored batch that does not convert fails its partition alone (CORRUPT_MESSAGE, as
+/// Kafka answers a fetch that meets a corrupt batch), not the whole answer.
 fn fetch_response(response: &FetchResponse, version: i16, out: &mut BytesMut) -> Result<(), String> {
+    const CORRUPT_MESSAGE: i16 = 2;
     if version >= 1 {
         out.put_i32(response.throttle_time_ms);
     }
@@ -157,13 +160,19 @@ fn fetch_response(response: &FetchResponse, version: i16, out: &mut BytesMut) ->
         string(out, &topic.topic);
         out.put_i32(topic.partitions.len() as i32);
         for p in &topic.partitions {
-            out.put_i32(p.partition_index);
-            out.put_i16(p.error_code);
-            out.put_i64(p.high_watermark);
-            let set = match p.records.as_deref() {
-                Some(batches) if !batches.is_empty() => message_set::from_batches(batches, magic)?,
-                _ => Vec::new(),
+            let (set, error_code) = match p.records.as_deref() {
+                Some(batches) if !batches.is_empty() => match message_set::from_batches(batches, magic) {
+                    Ok(set) => (set, p.error_code),
+                    Err(error) => {
+                        tracing::warn!(topic = %topic.topic.0, partition = p.partition_index, %error, "down-conversion failed");
+                        (Vec::new(), CORRUPT_MESSAGE)
+                    }
+                },
+                _ => (Vec::new(), p.error_code),
             };
+            out.put_i32(p.partition_index);
+            out.put_i16(error_code);
+            out.put_i64(p.high_watermark);
             out.put_i32(set.len() as i32);
             out.put_slice(&set);
         }

@@ -345,3 +345,31 @@ fn down_conversion_stops_between_batches_near_the_size_it_was_given() {
     let read = message_set::read_messages(set.clone().into()).expect("messages");
     assert_eq!(read.iter().map(|m| m.0).collect::<Vec<_>>(), (0..64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_that_does_not_convert_fails_its_partition_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path());
+    // A batch whose frame and CRC are right but whose record is garbage: the log takes
+    // it (it never reads records), down-conversion cannot.
+    let mut batch = herald_log::testing::batch_bytes(1, 8, 1_700_000_000_000);
+    let body = herald_log::BATCH_HEADER_BYTES;
+    batch[body..].fill(0xff);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let partition = broker.partition("legacy-0-8-2-none", 0).expect("partition");
+    let appended = partition.append(&mut batch, 1 << 20, crate::broker::now_ms()).expect("append");
+    partition.log().sync_through(appended.durable_at).expect("sync");
+    let mut r = Reader(answer(&broker, fixture(ApiKey::Fetch, 0)).await.expect("answered"));
+    let partitions = r
+        .array(|r| {
+            r.string()?;
+            r.array(|r| {
+                let (partition, code, _high_watermark, length) = (r.i32()?, r.i16()?, r.i64()?, r.i32()?);
+                r.take(length as usize)?;
+                Ok((partition, code, length))
+            })
+        })
+        .expect("a fetch v0 answer");
+    assert_eq!(partitions, vec![vec![(0, 2, 0)]]);
+}
