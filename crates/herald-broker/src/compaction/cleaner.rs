@@ -78,10 +78,13 @@ pub struct Cleaner {
 impl Cleaner {
     /// One round: a pass over every compacted partition that is due, at `now_ms`. A pass
     /// that fails is logged and tried again next round; `stopping` ends the round early.
+    /// The returned total adds up the passes' counts (its `cleaned_through` means nothing).
     pub fn run(&mut self, broker: &Broker, now_ms: i64, stopping: &dyn Fn() -> bool) -> PassOutcome {
         let mut total = PassOutcome::default();
         let map_bytes_max = broker.config().cleaner_map_bytes_max;
-        for (id, topic, index, partition, policy) in broker.compacted_partitions() {
+        let partitions = broker.compacted_partitions();
+        let live: HashSet<(uuid::Uuid, u32)> = partitions.iter().map(|p| (p.0, p.2)).collect();
+        for (id, topic, index, partition, policy) in partitions {
             let first_dirty = self.first_dirty.get(&(id, index)).copied().unwrap_or(0);
             match clean_partition(&partition, &policy, first_dirty, now_ms, map_bytes_max, stopping) {
                 Ok(None) => {}
@@ -97,7 +100,6 @@ impl Cleaner {
                 Err(error) => tracing::warn!(topic, partition = index, %error, "cleaning failed; will retry"),
             }
         }
-        let live: HashSet<(uuid::Uuid, u32)> = broker.compacted_partitions().iter().map(|p| (p.0, p.2)).collect();
         self.first_dirty.retain(|key, _| live.contains(key));
         total
     }

@@ -48,26 +48,45 @@ fn batch_compressed(
     producer: Option<(i64, i16, i32)>,
     compression: Compression,
 ) -> Vec<u8> {
-    let (producer_id, producer_epoch, first_sequence) = producer.unwrap_or((-1, -1, -1));
+    let (id, epoch, first_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_sequence.wrapping_add(i as i32),
-            timestamp,
-            key: key.map(|k| Bytes::from(vec![b'k', k])),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
+        .map(|(i, (key, value))| {
+            let sequence = first_sequence.wrapping_add(i as i32);
+            record(i as i64, sequence, (id, epoch), *key, *value, timestamp)
         })
         .collect();
+    encode(&records, compression)
+}
+
+/// One record at `offset` (relative to its batch) from producer `(id, epoch)`.
+fn record(
+    offset: i64,
+    sequence: i32,
+    (id, epoch): (i64, i16),
+    key: Option<u8>,
+    value: Option<&str>,
+    timestamp: i64,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: id,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence,
+        timestamp,
+        key: key.map(|k| Bytes::from(vec![b'k', k])),
+        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        headers: Default::default(),
+    }
+}
+
+fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions { version: 2, compression };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode");
@@ -356,30 +375,9 @@ fn a_batch_whose_record_offsets_do_not_rise_is_kept_and_the_pass_goes_on() {
     // that dropped the first record would write batches that go backwards.
     let records: Vec<Record> = [(0i64, 0u8), (2, 1), (1, 0)]
         .iter()
-        .map(|&(offset, key)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: offset as i32 - 1,
-            timestamp: T0,
-            key: Some(Bytes::from(vec![b'k', key])),
-            value: Some(Bytes::from_static(b"v")),
-            headers: Default::default(),
-        })
+        .map(|&(offset, key)| record(offset, offset as i32 - 1, (-1, -1), Some(key), Some("v"), T0))
         .collect();
-    let mut odd = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut odd,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("encode");
-    append(&partition, odd.to_vec(), T0);
+    append(&partition, encode(&records, Compression::None), T0);
     for i in 0..40 {
         append(&partition, batch(&[(Some(2), Some("x")), (Some(3), Some("y"))], T0 + i, None), T0 + i);
     }
